@@ -124,6 +124,8 @@ class _SampleMetric(Metric):
     """Common part of the dict metrics: the keys."""
 
     full_state_update = False
+    #: Whether ``compute()`` returns a scalar that can be logged with ``LightningModule.log``.
+    scalar_output = True
 
     def __init__(self, output_key: str, target_key: str, metric_key: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -228,6 +230,8 @@ class ConfusionMatrix(_SampleMetric):
 
     is_differentiable = False
     higher_is_better = None
+    #: ``compute()`` is a matrix: CrumpetsModule keeps it in ``epoch_metric_values`` instead of logging it.
+    scalar_output = False
     matrix: Tensor
 
     def __init__(
@@ -344,6 +348,7 @@ class NoopMetric(_SampleMetric):
 
     is_differentiable = False
     higher_is_better = None
+    scalar_output = False
 
     def __init__(
         self, output_key: str = "output", target_key: str = "target_image", metric_key: str = "metric", **kwargs: Any

@@ -1,0 +1,108 @@
+"""Small modules for crumpets batches: image normalisation and a dict wrapper around plain networks.
+
+Example::
+
+    >>> import torch
+    >>> normalize = Normalize()
+    >>> image = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    >>> normalize(image).shape
+    torch.Size([1, 3, 2, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalize", "Unpacker"]
+
+#: Per-channel ImageNet statistics (RGB, values in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """``(image / scale - mean) / std`` per channel; uint8 or float images in, float32 (or the float dtype) out.
+
+    The input is never modified. Statistics are buffers, so they move with the module (``.to(device)``).
+
+    Args:
+        mean: Per-channel mean (in units of ``image / scale``); one value for all channels is allowed.
+        std: Per-channel standard deviation; all positive.
+        scale: Divides the image first (255 for uint8 images holding 0..255).
+
+    Raises:
+        ValueError: If ``std`` has a non-positive entry, ``scale`` is not positive, or lengths differ.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        scale: float = 255.0,
+    ) -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean_t.numel() != std_t.numel() and 1 not in (mean_t.numel(), std_t.numel()):
+            raise ValueError(f"Normalize: mean {tuple(mean)} and std {tuple(std)} must have the same length")
+        if not bool((std_t > 0).all()):
+            raise ValueError(f"Expected argument `std` to contain only positive values but got {tuple(std)}")
+        if not scale > 0:
+            raise ValueError(f"Expected argument `scale` to be positive but got {scale}")
+        self.scale = float(scale)
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std_t.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """Return the normalised image ``[B, C, H, W]`` as a new float tensor.
+
+        Raises:
+            ValueError: If the channel count does not match the statistics.
+        """
+        channels = self.mean.shape[1] if self.mean.shape[1] != 1 else self.std.shape[1]
+        if image.dim() != 4 or (channels != 1 and image.shape[1] != channels):
+            raise ValueError(
+                f"Normalize with {channels} channel(s) cannot handle an image of shape {tuple(image.shape)}"
+            )
+        dtype = image.dtype if image.is_floating_point() else torch.float32
+        mean = self.mean.to(device=image.device, dtype=dtype)
+        std = self.std.to(device=image.device, dtype=dtype)
+        return (image.to(dtype) / self.scale - mean) / std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}, scale={self.scale}"
+
+
+class Unpacker(nn.Module):
+    """Make a tensor-in/tensor-out network dict-in/dict-out: ``output = net(sample[input_key])``.
+
+    Args:
+        net: The network.
+        input_key: Key of its input in the sample.
+        output_key: Key its output is stored under in the returned dict.
+    """
+
+    def __init__(self, net: nn.Module, input_key: str = "image", output_key: str = "output") -> None:
+        super().__init__()
+        self.net = net
+        self.input_key = input_key
+        self.output_key = output_key
+
+    def forward(self, sample: Mapping[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Return a new dict: ``sample`` plus ``output_key`` (the input dict is not modified).
+
+        Raises:
+            KeyError: If ``input_key`` is missing.
+        """
+        if self.input_key not in sample:
+            raise KeyError(f"Unpacker needs sample[{self.input_key!r}] but the sample has only {sorted(sample)}")
+        out = dict(sample)
+        out[self.output_key] = self.net(sample[self.input_key], *args, **kwargs)
+        return out
