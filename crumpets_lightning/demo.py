@@ -31,9 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
 from crumpets_lightning.modules.losses import CrossEntropyLoss
 from crumpets_lightning.modules.metrics import AccuracyMetric
-from crumpets_lightning.modules.module import CrumpetsModule
+from crumpets_lightning.modules.module import CrumpetsModule, default_optimizer
+from crumpets_lightning.modules.randomizer import Randomizer
+from crumpets_lightning.modules.utils import Normalize
 
 __all__ = ["DemoData", "DemoNet", "build_digits_dataset", "demo_config", "main", "run_demo"]
 
@@ -134,20 +138,32 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class DemoNet(CrumpetsModule):
     """A small CNN for the digits demo: three conv stages, global average pooling and a linear classifier.
 
-    Trained with cross-entropy, evaluated with top-1 accuracy (logged as ``val/accuracy``). Every other
-    argument of :class:`~crumpets_lightning.modules.module.CrumpetsModule` (optimizer, scheduler, ...) can be
-    set in the YAML config under ``model.init_args``.
+    Trained with cross-entropy and evaluated with top-1 accuracy (logged as ``val/accuracy``). The image is
+    normalised with a mean and std suited to the dark digit images (one value per channel).
 
     Args:
         channels: number of input image channels (1 for the gray digits).
         num_classes: number of classes (10 digits).
         width: number of channels of the first conv stage; later stages use 2x and 4x.
         dropout: dropout probability before the classifier.
-        **kwargs: passed to :class:`~crumpets_lightning.modules.module.CrumpetsModule`.
+        optimizer: builds the optimizer from the parameters (YAML: ``class_path`` + ``init_args``).
+        scheduler: builds the LR scheduler from the optimizer, stepped every ``scheduler_interval``; crumpets
+            policies (``PolyPolicy`` ...) get their length from the trainer and the DataModule.
+        scheduler_interval: ``"step"`` or ``"epoch"``.
+        randomizer: GPU/CPU pixel augmentation applied to training batches (pair with the DataModule's
+            ``gpu_augmentation``).
     """
 
     def __init__(
-        self, channels: int = 1, num_classes: int = 10, width: int = 16, dropout: float = 0.1, **kwargs: Any
+        self,
+        channels: int = 1,
+        num_classes: int = 10,
+        width: int = 16,
+        dropout: float = 0.1,
+        optimizer: OptimizerCallable = default_optimizer,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "step",
+        randomizer: Randomizer | None = None,
     ) -> None:
         net = nn.Sequential(
             _conv_block(channels, width),
@@ -160,14 +176,13 @@ class DemoNet(CrumpetsModule):
             nn.Dropout(dropout),
             nn.Linear(4 * width, num_classes),
         )
-        kwargs.setdefault("loss", CrossEntropyLoss())
-        kwargs.setdefault("metric", AccuracyMetric())
-        kwargs.setdefault("normalize", False)
-        super().__init__(net=net, **kwargs)
-
-    def forward(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """Classify ``sample["image"]`` (uint8 or float ``[B, C, H, W]``) into ``sample["output"]`` logits."""
-        image = sample["image"]
-        if image.dtype == torch.uint8:
-            image = image.float().div_(255.0).sub_(0.5)
-        return {**sample, "output": self.net(image)}
+        super().__init__(
+            net=net,
+            loss=CrossEntropyLoss(),
+            metric=AccuracyMetric(),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scheduler_interval=scheduler_interval,
+            randomizer=randomizer,
+            normalize=Normalize(mean=(0.25,) * channels, std=(0.35,) * channels),
+        )

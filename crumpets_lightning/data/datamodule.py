@@ -307,6 +307,8 @@ class CrumpetsDataModule(pl.LightningDataModule):
             self._stop_all(forget=True)
             self.rank, self.world_size = rank, world_size
         for name in _STAGE_SOURCES.get(stage, _STAGES):
+            if stage == "fit" and name == "val" and self.sources["val"] is None:
+                continue  # validation is optional while fitting
             self._open(name)
 
     @override
@@ -315,8 +317,13 @@ class CrumpetsDataModule(pl.LightningDataModule):
         return self._loader("train")
 
     @override
-    def val_dataloader(self) -> MiniBatchLoader:
-        """The validation loader (fixed order, no random augmentation, no sample dropped)."""
+    def val_dataloader(self) -> MiniBatchLoader | list[Any]:
+        """The validation loader (fixed order, no random augmentation, no sample dropped).
+
+        Without a ``val`` source this is an empty list, which tells Lightning to skip validation.
+        """
+        if self.sources["val"] is None:
+            return []
         return self._loader("val")
 
     @override

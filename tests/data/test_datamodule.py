@@ -1,0 +1,299 @@
+"""CrumpetsDataModule against the Lightning rules: lazy start, full epochs, sharding, cleanup on every exit path."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import cv2
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from torch import nn
+
+from crumpets_lightning.data.datamodule import CrumpetsDataModule, MiniBatchLoader
+from crumpets_lightning.data.datasets import write_msgpack
+from crumpets_lightning.data.rng import NoRNG
+from tests.conftest import descendants
+
+SIZE = 16
+
+
+def make_samples(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` random 16x16 RGB PNG samples whose label is their index (so labels identify samples)."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        ok, data = cv2.imencode(".png", pixels)
+        assert ok
+        samples.append({"key": f"s{i:03d}", "image": data.tobytes(), "label": i})
+    return samples
+
+
+def make_datamodule(train: Any = None, val: Any = None, **kwargs: Any) -> CrumpetsDataModule:
+    kwargs.setdefault("batch_size", 4)
+    kwargs.setdefault("nworkers", 1)
+    kwargs.setdefault("image_size", (SIZE, SIZE))
+    kwargs.setdefault("train_rng", NoRNG())
+    kwargs.setdefault("timeout", 30.0)
+    return CrumpetsDataModule(train, val, **kwargs)
+
+
+def labels_of(batch: dict[str, Any]) -> list[int]:
+    return batch["label"].reshape(-1).tolist()
+
+
+def wait_for_no_children(timeout: float = 5.0) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {pid: state for pid, state in descendants().items() if state != "Z"}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+class TinyModel(pl.LightningModule):
+    """A linear model over the flattened image; ``fail_at_step`` makes ``training_step`` raise."""
+
+    def __init__(self, fail_at_step: int | None = None, lr: float = 0.01) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = nn.Linear(3 * SIZE * SIZE, 4)
+        self.fail_at_step = fail_at_step
+        self.lr = lr
+
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        x = batch["image"].float().flatten(1) / 255.0
+        return self.layer(x).pow(2).mean()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.fail_at_step is not None and self.global_step == self.fail_at_step:
+            raise RuntimeError("boom in training_step")
+        return self._loss(batch)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch), batch_size=batch["image"].shape[0], sync_dist=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.log("test_loss", self._loss(batch), batch_size=batch["image"].shape[0])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class BatchRecorder(Callback):
+    """Records the labels of every training and validation batch, per validation run."""
+
+    def __init__(self) -> None:
+        self.train: list[list[int]] = []
+        self.val_runs: list[list[list[int]]] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.train.append(labels_of(batch))
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.val_runs.append([])
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, *args: Any) -> None:
+        self.val_runs[-1].append(labels_of(batch))
+
+
+def make_trainer(**kwargs: Any) -> pl.Trainer:
+    kwargs.setdefault("accelerator", "cpu")
+    kwargs.setdefault("devices", 1)
+    kwargs.setdefault("logger", False)
+    kwargs.setdefault("enable_checkpointing", False)
+    kwargs.setdefault("enable_progress_bar", False)
+    kwargs.setdefault("enable_model_summary", False)
+    return pl.Trainer(**kwargs)
+
+
+def test_nothing_starts_before_the_first_batch_and_the_datamodule_pickles() -> None:
+    dm = make_datamodule(make_samples(12), make_samples(6))
+    restored = pickle.loads(pickle.dumps(dm))
+    assert restored.batch_size == 4 and restored.image_size == (SIZE, SIZE)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    iterator = iter(loader)  # Lightning probes with iter(): must start nothing
+    assert dm.train_steps_per_epoch() == len(loader) == 3
+    assert descendants() == {}
+    pickle.loads(pickle.dumps(dm))  # live loaders are not pickled along
+    first = next(iterator)
+    assert descendants() != {}
+    assert first["image"].shape == (4, 3, SIZE, SIZE)
+    dm.teardown("fit")
+    assert wait_for_no_children() == {}
+
+
+def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
+    samples = make_samples(10)
+    dm = make_datamodule(samples, samples, seed=3)
+    dm.setup("fit")
+    try:
+        train = dm.train_dataloader()
+        assert isinstance(train, MiniBatchLoader)
+        assert train.batch_sampler is None and callable(train.sampler.set_epoch)
+        batches = list(train)
+        assert len(batches) == len(train) == 2  # 10 samples, batch 4, drop_last
+        for batch in batches:
+            assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 3, SIZE, SIZE)
+            assert batch["label"].dtype == torch.int64 and batch["label"].shape == (4, 1)
+            assert batch["augmentation"].shape[0] == 4
+        seen = sum((labels_of(b) for b in batches), [])
+        assert len(set(seen)) == 8 and set(seen) <= set(range(10))
+        assert seen != sorted(seen)  # shuffled
+
+        val = dm.val_dataloader()
+        assert isinstance(val, MiniBatchLoader)
+        val_batches = list(val)
+        assert len(val_batches) == len(val) == 3  # nothing dropped: 4 + 4 + 2
+        assert sum((labels_of(b) for b in val_batches), []) == list(range(10))  # in order
+        # without augmentation the pixels are the decoded image (same size in and out)
+        for batch in val_batches:
+            for row, label in zip(batch["image"], labels_of(batch)):
+                expected = cv2.imdecode(np.frombuffer(samples[label]["image"], np.uint8), cv2.IMREAD_COLOR)
+                np.testing.assert_array_equal(row.numpy(), expected[:, :, ::-1].transpose(2, 0, 1))
+    finally:
+        dm.teardown("fit")
+
+
+def test_every_iter_is_a_full_epoch_even_after_an_abandoned_one() -> None:
+    dm = make_datamodule(make_samples(12))
+    dm.setup("fit")
+    try:
+        loader = dm.train_dataloader()
+        abandoned = iter(loader)
+        next(abandoned)
+        epochs = [[labels_of(b) for b in loader] for _ in range(2)]
+        assert [len(e) for e in epochs] == [3, 3]
+        assert all(sorted(sum(e, [])) == list(range(12)) for e in epochs)
+        assert epochs[0] != epochs[1]  # a new shuffle every epoch
+    finally:
+        dm.teardown("fit")
+
+
+def test_mini_batches_are_consecutive_steps_of_the_same_batches() -> None:
+    samples = make_samples(16)
+    whole, split = make_datamodule(samples, batch_size=8), make_datamodule(samples, batch_size=8, num_mini_batches=2)
+    whole.setup("fit")
+    split.setup("fit")
+    try:
+        batches = [labels_of(b) for b in whole.train_dataloader()]
+        loader = split.train_dataloader()
+        steps = [labels_of(b) for b in loader]
+        assert len(loader) == len(steps) == 4 == 2 * len(batches)
+        assert all(len(step) == 4 for step in steps)
+        assert [steps[0] + steps[1], steps[2] + steps[3]] == batches
+    finally:
+        whole.teardown("fit")
+        split.teardown("fit")
+
+
+def test_ranks_get_disjoint_equal_shards_and_evaluation_pads_with_repeats() -> None:
+    train, val = make_samples(18), make_samples(7)
+    seen: dict[str, list[list[int]]] = {"train": [], "val": []}
+    lengths = set()
+    for rank in range(2):
+        dm = make_datamodule(train, val, seed=5)
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, num_devices=2)  # what setup() reads
+        dm.setup("fit")
+        try:
+            for name, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader())):
+                labels = sum((labels_of(b) for b in loader), [])
+                seen[name].append(labels)
+                lengths.add((name, len(loader)))
+        finally:
+            dm.teardown("fit")
+    assert lengths == {("train", 2), ("val", 1)}
+    assert not set(seen["train"][0]) & set(seen["train"][1])
+    assert len(seen["train"][0]) == len(seen["train"][1]) == 8
+    # 7 validation samples over 2 ranks: 4 each, one repeated, every sample evaluated
+    assert len(seen["val"][0]) == len(seen["val"][1]) == 4
+    assert sorted(set(seen["val"][0]) | set(seen["val"][1])) == list(range(7))
+
+
+def test_path_sources_msgpack_file_and_image_folder(tmp_path: Any) -> None:
+    samples = make_samples(8)
+    path = tmp_path / "train.msgpack"
+    write_msgpack(samples, path)
+    folder = tmp_path / "folder"
+    for sample in samples[:6]:
+        (folder / f"class{sample['label'] % 2}").mkdir(parents=True, exist_ok=True)
+        (folder / f"class{sample['label'] % 2}" / f"{sample['key']}.png").write_bytes(sample["image"])
+    dm = make_datamodule(str(path), folder, shuffle=False)
+    dm.setup("fit")
+    try:
+        assert sum((labels_of(b) for b in dm.train_dataloader()), []) == list(range(8))
+        assert sorted(sum((labels_of(b) for b in dm.val_dataloader()), [])) == [0, 0, 0, 1, 1, 1]
+    finally:
+        dm.teardown("fit")
+
+
+def test_two_epoch_fit_validates_every_batch_every_epoch_and_cleans_up() -> None:
+    recorder = BatchRecorder()
+    dm = make_datamodule(make_samples(20), make_samples(10))
+    trainer = make_trainer(max_epochs=2, num_sanity_val_steps=2, limit_train_batches=3, callbacks=[recorder])
+    trainer.fit(TinyModel(), datamodule=dm)
+    # sanity check: 2 batches; then every validation batch (4 + 4 + 2 samples) in both epochs
+    assert [len(run) for run in recorder.val_runs] == [2, 3, 3]
+    assert [sum(run, []) for run in recorder.val_runs[1:]] == [list(range(10))] * 2
+    assert len(recorder.train) == 6
+    assert wait_for_no_children() == {}
+
+
+def test_early_stopping_leaves_no_workers() -> None:
+    dm = make_datamodule(make_samples(12), make_samples(8))
+    stopper = EarlyStopping(monitor="val_loss", patience=0, min_delta=1e9, mode="min")  # stops after epoch 2
+    trainer = make_trainer(max_epochs=10, callbacks=[stopper])
+    trainer.fit(TinyModel(), datamodule=dm)
+    assert trainer.current_epoch < 10 and trainer.should_stop
+    assert wait_for_no_children() == {}
+
+
+def test_exception_in_training_step_stops_every_loader_process() -> None:
+    dm = make_datamodule(make_samples(16), make_samples(8))
+    trainer = make_trainer(max_epochs=1, num_sanity_val_steps=1)
+    with pytest.raises(RuntimeError, match="boom in training_step"):
+        trainer.fit(TinyModel(fail_at_step=2), datamodule=dm)
+    assert wait_for_no_children() == {}
+    assert dm._loaders == {}
+
+
+def test_validate_and_test_use_their_own_sources() -> None:
+    samples = make_samples(6)
+    dm = CrumpetsDataModule(val=samples, test=samples[:5], batch_size=4, nworkers=1, image_size=(SIZE, SIZE))
+    trainer = make_trainer()
+    model = TinyModel()
+    (val,) = trainer.validate(model, datamodule=dm, verbose=False)
+    (test,) = trainer.test(model, datamodule=dm, verbose=False)
+    assert set(val) == {"val_loss"} and set(test) == {"test_loss"}
+    assert wait_for_no_children() == {}
+    with pytest.raises(ValueError, match="no `predict` source"):
+        dm.setup("predict")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "`batch_size` to be a positive int"),
+        ({"batch_size": 6, "num_mini_batches": 4}, "divisible by `num_mini_batches`"),
+        ({"channels": 2}, "`channels` to be 1"),
+        ({"image_size": (16,)}, "`image_size`"),
+        ({"nworkers": 0}, "`nworkers` to be a positive int"),
+        ({"timeout": 0}, "`timeout`"),
+        ({"shared_memory": 1}, "`shared_memory`"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CrumpetsDataModule(make_samples(2), **kwargs)
+
+
+def test_a_source_of_the_wrong_type_is_named() -> None:
+    with pytest.raises(TypeError, match="`train` to be a path"):
+        CrumpetsDataModule(train=42)  # type: ignore[arg-type]

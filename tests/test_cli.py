@@ -1,0 +1,133 @@
+"""The ``crumpets-lightning`` console script: dispatch, LightningCLI help/config, pack, gallery, a tiny fit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import sklearn.datasets
+import yaml
+
+from crumpets_lightning.cli import main
+from crumpets_lightning.data.codec import unpack_sample
+from crumpets_lightning.data.datasets import MsgpackDataset
+from crumpets_lightning.demo import DEMO_CONFIG, build_digits_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / "crumpets-lightning"
+PHOTOS = Path(sklearn.datasets.__file__).parent / "images"
+
+
+def run_script(*args: str, cwd: Path, timeout: float = 100.0) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_usage_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "pack SRC_DIR OUT.msgpack" in capsys.readouterr().out
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_fit_help_lists_every_datamodule_argument_with_its_docstring(tmp_path: Path) -> None:
+    result = run_script("fit", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for option in ("--data.train", "--data.batch_size", "--data.image_size", "--data.train_rng", "--data.worker",
+                   "--data.num_mini_batches", "--data.gpu_augmentation", "--model", "--trainer.max_epochs"):
+        assert option in result.stdout, option
+    assert "samples per crumpets batch" in result.stdout  # docstring Args: lines become help text
+
+
+def test_print_config_accepts_the_defaults_and_the_demo_config(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["fit", "--config", str(DEMO_CONFIG), "--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["data"]["batch_size"] > 0
+    assert config["data"]["train_rng"]["class_path"].endswith("MixtureRNG")
+    assert config["model"]["class_path"] == "crumpets_lightning.demo.DemoNet"
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", "crumpets_lightning.demo.DemoNet", "--print_config"])
+    defaults = yaml.safe_load(capsys.readouterr().out)
+    assert defaults["data"]["train_rng"] is None  # None means the AUGMENTATION_TRAIN preset
+    assert defaults["data"]["image_size"] == [224, 224]
+
+
+def test_examples_config_is_the_packaged_demo_config() -> None:
+    assert (REPO / "examples" / "configs" / "demo.yaml").read_text() == DEMO_CONFIG.read_text()
+
+
+def test_pack_turns_an_image_folder_into_a_msgpack_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    files: dict[str, tuple[bytes, int]] = {}
+    for label, name in enumerate(["cat", "elephant"]):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for i in range(3):
+            ok, data = cv2.imencode(".png", rng.integers(0, 256, (8, 10, 3), dtype=np.uint8))
+            assert ok
+            (tmp_path / "set" / name / f"{i}.png").write_bytes(data.tobytes())
+            files[f"{name}/{i}.png"] = (data.tobytes(), label)
+    out = tmp_path / "set.msgpack"
+    assert main(["pack", str(tmp_path / "set"), str(out), "--quiet"]) == 0
+    assert "wrote 6 samples" in capsys.readouterr().out
+    dataset = MsgpackDataset(out)
+    assert len(dataset) == 6
+    samples = [unpack_sample(dataset[i]) for i in range(6)]
+    assert {s["key"]: (bytes(s["image"]), s["label"]) for s in samples} == files
+
+
+def test_pack_reports_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises((FileNotFoundError, ValueError), match="nowhere"):
+        main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "out.msgpack"), "--quiet"])
+
+
+def test_gallery_writes_a_png_of_a_real_photo(tmp_path: Path) -> None:
+    out = tmp_path / "gallery.png"
+    assert main(["gallery", str(PHOTOS / "china.jpg"), "-o", str(out), "--size", "64"]) == 0
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape[0] >= 64 and image.shape[1] >= 4 * 64
+
+
+def test_bench_runs_or_says_clearly_that_it_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        status = main(["bench", "--help"])
+    except SystemExit as exit_info:  # the benchmark's own argparse --help
+        assert exit_info.code in (0, None)
+        return
+    assert status == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_fit_with_the_demo_config_through_the_console_script(tmp_path: Path) -> None:
+    data = build_digits_dataset(tmp_path / "data", image_size=16, limit=60)
+    out = tmp_path / "run"
+    result = run_script(
+        "fit",
+        "--config", str(DEMO_CONFIG),
+        f"--data.train={data.train}",
+        f"--data.val={data.held_out}",
+        "--data.nworkers=1",
+        "--data.batch_size=16",
+        "--data.image_size=[16, 16]",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={out}",
+        f"--trainer.logger.init_args.save_dir={out / 'logs'}",
+        f"--trainer.callbacks.outdir={out / 'snapshots'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_00.ckpt"]
+    metrics = list((out / "logs").rglob("metrics.jsonl"))
+    assert metrics and "val/accuracy" in metrics[0].read_text()
