@@ -1,0 +1,430 @@
+"""Worker processes of a loader and the ZeroMQ plumbing between them and the main process.
+
+Processes are forked (explicitly, whatever the platform default) before the main process creates its
+ZeroMQ context. Each worker resets SIGINT/SIGTERM to their defaults (a Lightning run's handlers would hang
+it), asks the kernel to SIGKILL it when its parent dies and also watches its parent pid, limits OpenCV to
+one thread, creates its own context, binds a PULL socket for work and connects a PUSH socket for results.
+
+Sockets are ipc endpoints in a private 0700 directory under the temp dir (never TCP). The main process
+binds one PULL socket for results and, once a worker reports ready, connects a PUSH socket to it; it sends
+each work chunk to the least loaded ready worker.
+
+Messages are pickled: they only travel between processes of the same program (samples from files are
+decoded by :func:`~crumpets_lightning.data.codec.unpack_sample`, which never unpickles).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import mmap
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import shutil
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from crumpets_lightning.data._shm import RESOURCE_PREFIX, BatchLayout, open_segment, segment_exists
+from crumpets_lightning.data.codec import unpack_sample
+from crumpets_lightning.data.errors import SampleError, WorkerDiedError
+from crumpets_lightning.data.worker import Worker
+
+__all__ = ["Chunk", "WorkerPool"]
+
+_PR_SET_PDEATHSIG = 1
+_WORKER_POLL_MS = 200
+_STOP_GRACE_S = 2.0
+_KILL_GRACE_S = 1.0
+# control block shared with the workers (anonymous shared mmap created before fork): [generation, stop]
+_GENERATION = 0
+_STOP = 1
+
+
+@dataclass
+class Chunk:
+    """A piece of one batch for one worker.
+
+    Attributes:
+        generation: the epoch run it belongs to; workers skip chunks of abandoned runs.
+        seq: the batch number within the run.
+        slot: the shared-memory segment name, or None when results travel as bytes.
+        row_offset: the first row of the batch this chunk fills.
+        epoch: seeds the per-sample generators together with the loader seed and the sample index.
+        indices: sample indices (into the source, or positions in a stream).
+        payloads: the samples themselves for streamed input (None for random access).
+    """
+
+    generation: int
+    seq: int
+    slot: str | None
+    row_offset: int
+    epoch: int
+    indices: np.ndarray
+    payloads: list[Any] | None = None
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Human-readable form of a ``Process.exitcode``."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        return f"killed by {_signal_name(-exitcode)} (exit code {exitcode})"
+    return f"exited with code {exitcode}"
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _WorkerLoop:
+    """Runs in a worker process: receives chunks, prepares samples, replies."""
+
+    def __init__(
+        self,
+        wid: int,
+        template: Worker,
+        source: Sequence[Any] | None,
+        layout: BatchLayout,
+        control: np.ndarray,
+        socket_dir: str,
+        seed: int,
+        skip_bad_samples: bool,
+    ) -> None:
+        self.wid = wid
+        self.worker = template.copy()
+        self.source = source
+        self.layout = layout
+        self.control = control
+        self.socket_dir = socket_dir
+        self.seed = seed
+        self.skip_bad_samples = skip_bad_samples
+        self.segments: dict[str, dict[str, np.ndarray]] = {}
+
+    def run(self, parent_pid: int) -> None:
+        context = zmq.Context()
+        work = context.socket(zmq.PULL)
+        results = context.socket(zmq.PUSH)
+        try:
+            work.bind(f"ipc://{self.socket_dir}/work-{self.wid}")
+            results.setsockopt(zmq.RECONNECT_IVL, 5)
+            results.connect(f"ipc://{self.socket_dir}/results")
+            try:
+                self.worker.setup()
+            except Exception as error:
+                results.send(pickle.dumps(("error", self.wid, -1, -1, *self._describe(error, None))))
+                return
+            if self.control[_STOP]:
+                return
+            results.send(pickle.dumps(("ready", self.wid, os.getpid())))
+            while not self.control[_STOP]:
+                if not work.poll(_WORKER_POLL_MS):
+                    if os.getppid() != parent_pid:
+                        return
+                    continue
+                message = work.recv()
+                if self.control[_STOP] or message == b"stop":
+                    return
+                chunk: Chunk = pickle.loads(message)
+                results.send_multipart(self._process(chunk), copy=False)
+        finally:
+            # deliver a last error reply unless the main process is stopping us or gone
+            linger = 0 if self.control[_STOP] or os.getppid() != parent_pid else 2000
+            work.close(linger=0)
+            results.close(linger=linger)
+            context.term()
+
+    @staticmethod
+    def _describe(error: BaseException, key: object) -> tuple[str, str, object, str, bool]:
+        if isinstance(error, SampleError):
+            return (type(error).__name__, error.message, key if error.key is None else error.key,
+                    traceback.format_exc(), True)
+        return (type(error).__name__, str(error), key, traceback.format_exc(), False)
+
+    def _views(self, name: str) -> dict[str, np.ndarray]:
+        views = self.segments.get(name)
+        if views is None:
+            # grown slots the main process removed again: let their memory go
+            for old in [n for n in self.segments if not segment_exists(n)]:
+                del self.segments[old]
+            views = self.layout.views(open_segment(name))
+            self.segments[name] = views
+        return views
+
+    def _sample(self, index: int, payload: Any) -> dict[str, Any]:
+        if self.source is not None:
+            try:
+                payload = self.source[index]
+            except Exception as error:
+                raise SampleError(f"reading it from the source failed: {type(error).__name__}: {error}", index) from error
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            return unpack_sample(payload, key=index)
+        if isinstance(payload, dict):
+            return payload
+        raise SampleError(
+            f"a sample must be a dict or msgpack-packed bytes, got {type(payload).__name__}", index
+        )
+
+    def _process(self, chunk: Chunk) -> list[Any]:
+        generation = chunk.generation
+        discarded = [pickle.dumps(("discarded", self.wid, generation, chunk.seq))]
+        if self.control[_GENERATION] > generation:
+            return discarded
+        rows = len(chunk.indices)
+        if chunk.slot is None:
+            views = self.layout.allocate(rows)
+            row = 0
+        else:
+            views = self._views(chunk.slot)
+            row = chunk.row_offset
+        first_row = row
+        lists: dict[str, list[Any]] = {}
+        skipped: list[tuple[object, str]] = []
+        worker = self.worker
+        for position, index in enumerate(chunk.indices.tolist()):
+            if self.control[_GENERATION] > generation or self.control[_STOP]:
+                return discarded
+            key: object = index
+            lengths = {name: len(values) for name, values in lists.items()}
+            try:
+                sample = self._sample(index, None if chunk.payloads is None else chunk.payloads[position])
+                key = sample.get("key", index)
+                if isinstance(key, bytes):
+                    key = key.decode("utf-8", errors="replace")
+                worker.rng = np.random.Generator(np.random.PCG64([self.seed, chunk.epoch, index]))
+                worker.sample_key = key
+                self.layout.reset_row(views, row)
+                worker.prepare(sample, lists, {name: view[row] for name, view in views.items()})
+                row += 1
+            except SampleError as error:
+                if not self.skip_bad_samples:
+                    return [pickle.dumps(("error", self.wid, generation, chunk.seq, *self._describe(error, key)))]
+                for name in list(lists):
+                    if name in lengths:
+                        del lists[name][lengths[name] :]
+                    else:
+                        del lists[name]
+                skipped.append((key, str(error)))
+            except Exception as error:
+                return [pickle.dumps(("error", self.wid, generation, chunk.seq, *self._describe(error, key)))]
+        written = row - first_row
+        header = pickle.dumps(("done", self.wid, generation, chunk.seq, chunk.row_offset, written, lists, skipped))
+        if chunk.slot is not None:
+            return [header]
+        return [header, *(np.ascontiguousarray(view[:written]) for view in views.values())]
+
+
+def _worker_main(
+    wid: int,
+    parent_pid: int,
+    template: Worker,
+    source: Sequence[Any] | None,
+    layout: BatchLayout,
+    control_memory: mmap.mmap,
+    socket_dir: str,
+    seed: int,
+    skip_bad_samples: bool,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:
+        return
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+    control = np.frombuffer(control_memory, dtype=np.int64, count=2)
+    _WorkerLoop(wid, template, source, layout, control, socket_dir, seed, skip_bad_samples).run(parent_pid)
+
+
+class WorkerPool:
+    """The worker processes of one loader run plus the sockets to talk to them.
+
+    Args:
+        template: the worker template (copied into each process by fork).
+        nworkers: how many processes.
+        source: the random-access source the workers read samples from, or None for streamed input.
+        layout: the batch layout (also used when shared memory is off).
+        seed: the loader seed.
+        skip_bad_samples: drop samples that raise ``SampleError`` instead of failing.
+        name: used in error messages.
+    """
+
+    def __init__(
+        self,
+        template: Worker,
+        nworkers: int,
+        source: Sequence[Any] | None,
+        layout: BatchLayout,
+        seed: int,
+        skip_bad_samples: bool,
+        name: str,
+    ) -> None:
+        self.name = name
+        self.nworkers = nworkers
+        self.owner_pid = os.getpid()
+        self.socket_dir = tempfile.mkdtemp(prefix=f"{RESOURCE_PREFIX}{self.owner_pid}-")
+        self._control_memory = mmap.mmap(-1, 16)
+        self._control = np.frombuffer(self._control_memory, dtype=np.int64, count=2)
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.ready: list[bool] = [False] * nworkers
+        self.outstanding: list[int] = [0] * nworkers
+        self._senders: list[zmq.Socket | None] = [None] * nworkers
+        self._context: zmq.Context | None = None
+        self._results: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+        self._closed = False
+        endpoint = f"ipc://{self.socket_dir}/work-{nworkers - 1}"
+        if len(endpoint) > 100:
+            self.close()
+            raise OSError(
+                f"The temp directory path {tempfile.gettempdir()!r} is too long for ZeroMQ ipc sockets "
+                "(about 100 characters at most); set TMPDIR to a shorter directory"
+            )
+        try:
+            context = multiprocessing.get_context("fork")
+            for wid in range(nworkers):
+                process = context.Process(
+                    target=_worker_main,
+                    args=(
+                        wid,
+                        self.owner_pid,
+                        template,
+                        source,
+                        layout,
+                        self._control_memory,
+                        self.socket_dir,
+                        seed,
+                        skip_bad_samples,
+                    ),
+                    name=f"{name}-worker-{wid}",
+                    daemon=True,
+                )
+                process.start()
+                self.processes.append(process)
+            # Only now (after every fork) does this process create its own ZeroMQ context and threads.
+            self._context = zmq.Context()
+            self._results = self._context.socket(zmq.PULL)
+            self._results.bind(f"ipc://{self.socket_dir}/results")
+            self._poller.register(self._results, zmq.POLLIN)
+            for process in self.processes:
+                self._poller.register(process.sentinel, zmq.POLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers."""
+        return [p.pid for p in self.processes if p.pid is not None]
+
+    @property
+    def all_ready(self) -> bool:
+        return all(self.ready)
+
+    def set_generation(self, generation: int) -> None:
+        """Tell the workers to skip chunks of older generations."""
+        self._control[_GENERATION] = generation
+
+    def send(self, wid: int, chunk: Chunk) -> None:
+        """Send a chunk to a ready worker."""
+        sender = self._senders[wid]
+        assert sender is not None
+        sender.send(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        self.outstanding[wid] += 1
+
+    def poll(self, timeout_s: float) -> list[list[Any]]:
+        """Wait up to ``timeout_s`` for results; return every message available (each a list of frames).
+
+        Raises:
+            WorkerDiedError: a worker process ended.
+        """
+        assert self._results is not None
+        events = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
+        messages = []
+        while True:
+            try:
+                frames = self._results.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            messages.append(frames)
+        if messages or len(events) <= (self._results in events):
+            return messages
+        # a worker ended: give its last reply (an error report, say) a moment to arrive first
+        if self._results.poll(200):
+            return self.poll(0)
+        self.check_alive()
+        return messages
+
+    def handle_ready(self, wid: int) -> None:
+        """A worker reported ready: connect to its work socket."""
+        assert self._context is not None
+        sender = self._context.socket(zmq.PUSH)
+        sender.setsockopt(zmq.LINGER, 0)
+        sender.connect(f"ipc://{self.socket_dir}/work-{wid}")
+        self._senders[wid] = sender
+        self.ready[wid] = True
+
+    def check_alive(self) -> None:
+        """Raise :class:`WorkerDiedError` if any worker process ended."""
+        for wid, process in enumerate(self.processes):
+            if process.exitcode is not None:
+                raise WorkerDiedError(
+                    f"Worker {wid} (pid {process.pid}) of loader {self.name!r} {describe_exit(process.exitcode)} "
+                    "while preparing samples. A worker killed by SIGKILL often ran out of memory: use fewer "
+                    "workers or a smaller batch; otherwise check the worker's setup() and prepare() code."
+                )
+
+    def close(self) -> None:
+        """Stop and join every worker (terminate / kill after a short grace), close sockets, remove the dir."""
+        if self._closed or os.getpid() != self.owner_pid:
+            return
+        self._closed = True
+        self._control[_STOP] = 1
+        for sender in self._senders:
+            if sender is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    sender.send(b"stop", zmq.NOBLOCK)
+        alive = [p for p in self.processes if p.exitcode is None]
+        for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
+            if alive:
+                multiprocessing.connection.wait([p.sentinel for p in alive], timeout=grace)
+                alive = [p for p in alive if p.exitcode is None]
+            if alive and action is not None:
+                for process in alive:
+                    with contextlib.suppress(OSError):
+                        getattr(process, action)()
+        for process in self.processes:
+            if process.exitcode is not None:
+                process.join()
+                process.close()
+        for sender in self._senders:
+            if sender is not None:
+                sender.close(linger=0)
+        if self._results is not None:
+            self._results.close(linger=0)
+        if self._context is not None:
+            self._context.term()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
