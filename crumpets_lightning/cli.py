@@ -59,7 +59,8 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any)
     kwargs.setdefault("subclass_mode_model", True)
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
     kwargs.setdefault("parser_kwargs", {"prog": "crumpets-lightning"})
-    return LightningCLI(CrumpetsModule, CrumpetsDataModule, args=list(args) if args is not None else None, run=run, **kwargs)
+    cli_args = list(args) if args is not None else None
+    return LightningCLI(CrumpetsModule, CrumpetsDataModule, args=cli_args, run=run, **kwargs)
 
 
 

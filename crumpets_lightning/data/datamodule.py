@@ -26,10 +26,10 @@ import lightning.pytorch as pl
 import numpy as np
 from typing_extensions import override
 
+from crumpets_lightning.data.rng import RNG
 from crumpets_lightning.data.worker import Worker
 
 if TYPE_CHECKING:
-    from crumpets_lightning.data.rng import RNG
     from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
 
 __all__ = ["CrumpetsDataModule", "MiniBatchLoader"]

@@ -48,6 +48,11 @@ def labels_of(batch: dict[str, Any]) -> list[int]:
     return batch["label"].reshape(-1).tolist()
 
 
+def flat(batches: Any) -> list[int]:
+    """Labels of consecutive batches (dicts or label lists) as one list."""
+    return [label for batch in batches for label in (labels_of(batch) if isinstance(batch, dict) else batch)]
+
+
 def wait_for_no_children(timeout: float = 5.0) -> dict[int, str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -144,7 +149,7 @@ def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
             assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (4, 3, SIZE, SIZE)
             assert batch["label"].dtype == torch.int64 and batch["label"].shape == (4, 1)
             assert batch["augmentation"].shape[0] == 4
-        seen = sum((labels_of(b) for b in batches), [])
+        seen = flat(batches)
         assert len(set(seen)) == 8 and set(seen) <= set(range(10))
         assert seen != sorted(seen)  # shuffled
 
@@ -152,7 +157,7 @@ def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
         assert isinstance(val, MiniBatchLoader)
         val_batches = list(val)
         assert len(val_batches) == len(val) == 3  # nothing dropped: 4 + 4 + 2
-        assert sum((labels_of(b) for b in val_batches), []) == list(range(10))  # in order
+        assert flat(val_batches) == list(range(10))  # in order
         # without augmentation the pixels are the decoded image (same size in and out)
         for batch in val_batches:
             for row, label in zip(batch["image"], labels_of(batch)):
@@ -171,7 +176,7 @@ def test_every_iter_is_a_full_epoch_even_after_an_abandoned_one() -> None:
         next(abandoned)
         epochs = [[labels_of(b) for b in loader] for _ in range(2)]
         assert [len(e) for e in epochs] == [3, 3]
-        assert all(sorted(sum(e, [])) == list(range(12)) for e in epochs)
+        assert all(sorted(flat(e)) == list(range(12)) for e in epochs)
         assert epochs[0] != epochs[1]  # a new shuffle every epoch
     finally:
         dm.teardown("fit")
@@ -204,7 +209,7 @@ def test_ranks_get_disjoint_equal_shards_and_evaluation_pads_with_repeats() -> N
         dm.setup("fit")
         try:
             for name, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader())):
-                labels = sum((labels_of(b) for b in loader), [])
+                labels = flat(loader)
                 seen[name].append(labels)
                 lengths.add((name, len(loader)))
         finally:
@@ -228,8 +233,8 @@ def test_path_sources_msgpack_file_and_image_folder(tmp_path: Any) -> None:
     dm = make_datamodule(str(path), folder, shuffle=False)
     dm.setup("fit")
     try:
-        assert sum((labels_of(b) for b in dm.train_dataloader()), []) == list(range(8))
-        assert sorted(sum((labels_of(b) for b in dm.val_dataloader()), [])) == [0, 0, 0, 1, 1, 1]
+        assert flat(dm.train_dataloader()) == list(range(8))
+        assert sorted(flat(dm.val_dataloader())) == [0, 0, 0, 1, 1, 1]
     finally:
         dm.teardown("fit")
 
@@ -241,7 +246,7 @@ def test_two_epoch_fit_validates_every_batch_every_epoch_and_cleans_up() -> None
     trainer.fit(TinyModel(), datamodule=dm)
     # sanity check: 2 batches; then every validation batch (4 + 4 + 2 samples) in both epochs
     assert [len(run) for run in recorder.val_runs] == [2, 3, 3]
-    assert [sum(run, []) for run in recorder.val_runs[1:]] == [list(range(10))] * 2
+    assert [flat(run) for run in recorder.val_runs[1:]] == [list(range(10))] * 2
     assert len(recorder.train) == 6
     assert wait_for_no_children() == {}
 

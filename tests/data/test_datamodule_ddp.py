@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from tests.data.test_datamodule import TinyModel, labels_of, make_datamodule, make_samples, make_trainer
+from tests.data.test_datamodule import TinyModel, flat, labels_of, make_datamodule, make_samples, make_trainer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,12 +55,12 @@ def test_ddp_spawn_ranks_get_disjoint_equal_shards_and_the_same_metrics(tmp_path
     ranks = [json.loads((tmp_path / f"rank{r}-of-2.json").read_text()) for r in range(2)]
 
     # training: 21 samples -> 10 per rank (drop_last), 2 full batches of 4 each, disjoint
-    shards = [sum(r["train"], []) for r in ranks]
+    shards = [flat(r["train"]) for r in ranks]
     assert [len(r["train"]) for r in ranks] == [2, 2]
     assert not set(shards[0]) & set(shards[1])
     # validation: 12 samples -> 6 per rank (4 + 2), every sample exactly once
     assert [len(r["val"]) for r in ranks] == [2, 2]
-    assert sorted(sum(ranks[0]["val"], []) + sum(ranks[1]["val"], [])) == list(range(12))
+    assert sorted(flat(ranks[0]["val"]) + flat(ranks[1]["val"])) == list(range(12))
 
     # lr=0: the weights never change, so the synced DDP metric equals a single-process validation
     (single,) = make_trainer().validate(TinyModel(), datamodule=make_datamodule(val=val), verbose=False)
