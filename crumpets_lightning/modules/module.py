@@ -40,7 +40,6 @@ from crumpets_lightning.modules.utils import Normalize
 
 __all__ = ["CrumpetsModule", "default_optimizer"]
 
-_STAGES = ("train", "val", "test")
 _INTERVALS = ("step", "epoch")
 
 
@@ -152,13 +151,9 @@ class CrumpetsModule(LightningModule):
         self.output_key = output_key
         train_metrics = _named_metrics(metric)
         eval_source = val_metric if val_metric is not None else metric
-        self.metrics = nn.ModuleDict(
-            {
-                "train": nn.ModuleDict(train_metrics),
-                "val": nn.ModuleDict(copy.deepcopy(_named_metrics(eval_source))),
-                "test": nn.ModuleDict(copy.deepcopy(_named_metrics(eval_source))),
-            }
-        )
+        self.train_metrics = nn.ModuleDict(train_metrics)
+        self.val_metrics = nn.ModuleDict(copy.deepcopy(_named_metrics(eval_source)))
+        self.test_metrics = nn.ModuleDict(copy.deepcopy(_named_metrics(eval_source)))
         #: ``{"{stage}/{name}": value}`` of metrics that cannot be logged as scalars (e.g. a confusion
         #: matrix), computed at the end of each epoch.
         self.epoch_metric_values: dict[str, Any] = {}
@@ -199,7 +194,7 @@ class CrumpetsModule(LightningModule):
         return 1
 
     def _stage_metrics(self, stage: str) -> dict[str, Metric]:
-        metrics = self.metrics[stage]
+        metrics = getattr(self, f"{stage}_metrics")
         assert isinstance(metrics, nn.ModuleDict)
         return {name: cast(Metric, metric) for name, metric in metrics.items()}
 
