@@ -173,5 +173,3 @@ class BufferWorker(Worker):
     @abc.abstractmethod
     def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
         """See :meth:`Worker.prepare`."""
-
-
