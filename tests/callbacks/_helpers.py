@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
 FEATURES = 4
@@ -104,7 +105,8 @@ def make_trainer(root: Path, **kwargs: Any) -> pl.Trainer:
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "logger": False,
-        "enable_checkpointing": False,
+        # a Snapshot (a ModelCheckpoint) in the callbacks needs checkpointing on; no default checkpoint otherwise
+        "enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in kwargs.get("callbacks", [])),
     }
     options.update(kwargs)
     return pl.Trainer(**options)
