@@ -224,7 +224,7 @@ model:
     net:
       class_path: torch.nn.Flatten
     loss:
-      class_path: crumpets_lightning.modules.losses.CrossEntropyLoss
+      class_path: crumpets_lightning.modules.CrossEntropyLoss
     metric:
       class_path: crumpets_lightning.modules.metrics.AccuracyMetric
       init_args:
@@ -234,7 +234,7 @@ model:
       init_args:
         lr: 0.003
     scheduler:
-      class_path: crumpets_lightning.modules.policies.PolyPolicy
+      class_path: crumpets_lightning.modules.PolyPolicy
       init_args:
         power: 0.9
     scheduler_interval: step
