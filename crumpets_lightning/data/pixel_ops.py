@@ -21,7 +21,7 @@ drawn from the sample's generator: far cheaper than drawing fresh normals, with 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -36,6 +36,7 @@ __all__ = [
     "add_noise_other",
     "add_noise_rgb",
     "apply_pixel_ops",
+    "apply_pixel_ops_chw",
     "gamma_contrast_lut",
     "noise_pool",
 ]
@@ -71,13 +72,12 @@ def gamma_contrast_lut(gammas: Sequence[float], contrast: float) -> np.ndarray:
     Returns:
         float64 array ``[len(gammas), 256]`` with entries in ``[0, 255]``.
     """
-    g = np.asarray(gammas, dtype=np.float64).reshape(-1, 1)
-    y = _BASE[None, :] ** g
+    y = _BASE[None, :] ** np.asarray(gammas, dtype=np.float64)[:, None]
     k = float(contrast)
     if k > 0:
-        y = y + k * ((1.0 - np.cos(np.pi * y)) / 2.0 - y)
+        y += k * ((1.0 - np.cos(np.pi * y)) / 2.0 - y)
     elif k < 0:
-        y = y - k * (np.arccos(np.clip(1.0 - 2.0 * y, -1.0, 1.0)) / np.pi - y)
+        y -= k * (np.arccos(np.clip(1.0 - 2.0 * y, -1.0, 1.0)) / np.pi - y)
     return np.clip(y * 255.0, 0.0, 255.0)
 
 
@@ -87,28 +87,82 @@ def _channel_gammas(channels: int, color: bool, gamma_gray: float, gamma_color: 
     return [float(gamma_gray)] * channels
 
 
-def _cv_lut(table: np.ndarray, channels: int) -> np.ndarray:
-    """``[C, 256]`` table to the ``1 x 256 x C`` layout ``cv2.LUT`` wants (a single row for one channel)."""
-    if channels == 1:
-        return np.ascontiguousarray(table[0].reshape(1, 256))
-    return np.ascontiguousarray(table.T.reshape(1, 256, channels))
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    radius = math.ceil(3 * sigma)
+    d = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-(d**2) / (2 * sigma**2))
+    return (kernel / kernel.sum()).astype(np.float32)
 
 
-def _as_hwc(im: np.ndarray) -> tuple[np.ndarray, int]:
-    if im.ndim == 2:
-        return im, 1
-    if im.ndim == 3:
-        return im, im.shape[2]
-    raise ValueError(f"expected an H x W or H x W x C image, got shape {im.shape}")
+def _noise_weights(channels: int, rgb: bool) -> tuple[float, ...]:
+    return RGB_NOISE_WEIGHTS if rgb and channels == 3 else (1.0,) * channels
 
 
-def _restore_shape(out: np.ndarray, like: np.ndarray) -> np.ndarray:
-    return out.reshape(like.shape) if out.shape != like.shape else out
+def _unit_noise_planes(channels: int, height: int, width: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``channels`` float32 planes of standard normals: consecutive windows of the pool at a random offset."""
+    count = height * width
+    if channels * count > _POOL_SIZE:  # larger than the pool: draw fresh values
+        return list(rng.standard_normal((channels, height, width), dtype=np.float32))
+    pool = noise_pool()
+    offset = int(rng.integers(0, _POOL_SIZE - channels * count + 1))
+    return [pool[offset + c * count : offset + (c + 1) * count].reshape(height, width) for c in range(channels)]
+
+
+def _apply_planes(
+    planes: Sequence[np.ndarray],
+    gammas: Sequence[float],
+    contrast: float,
+    sigma: float,
+    noise: float,
+    noise_weights: Sequence[float],
+    rng: np.random.Generator,
+) -> None:
+    """The fused pixel ops on 2-d uint8 planes, each written in place (one float pass when needed)."""
+    use_lut = contrast != 0.0 or any(g != 1.0 for g in gammas)
+    use_blur = sigma >= _BLUR_MIN_SIGMA
+    use_noise = noise > 0.0
+    if not (use_lut or use_blur or use_noise):
+        return
+    if use_lut:
+        table = gamma_contrast_lut(gammas, contrast)
+        # without later ops the table can be rounded now; else blur and noise see exact values
+        table = np.rint(table).astype(np.uint8) if not (use_blur or use_noise) else table.astype(np.float32)
+    kernel = _gaussian_kernel(sigma) if use_blur else None
+    height, width = planes[0].shape
+    units = _unit_noise_planes(len(planes), height, width, rng) if use_noise else None
+    for c, plane in enumerate(planes):
+        if use_lut and table.dtype == np.uint8:
+            cv2.LUT(plane, table[c], dst=plane)  # the only op: straight into the plane
+            continue
+        work = cv2.LUT(plane, table[c]) if use_lut else plane
+        if kernel is not None:
+            work = cv2.sepFilter2D(work, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+        if units is not None:
+            # saturating conversion: rounds half to even, then clips to [0, 255]
+            cv2.addWeighted(work, 1.0, units[c], noise * 255.0 * noise_weights[c], 0.0, dst=plane, dtype=cv2.CV_8U)
+        elif work.dtype != np.uint8:
+            cv2.convertScaleAbs(work, dst=plane)  # values are in [0, 255]
+        else:
+            plane[...] = work
 
 
 def _check_uint8(im: np.ndarray) -> None:
     if im.dtype != np.uint8:
         raise ValueError(f"pixel ops work on uint8 images, got dtype {im.dtype}")
+    if im.ndim not in (2, 3):
+        raise ValueError(f"expected an H x W or H x W x C image, got shape {im.shape}")
+
+
+def _on_hwc(im: np.ndarray, apply: Callable[[list[np.ndarray]], None]) -> np.ndarray:
+    """Run a planar op on a copy of an HWC (or HW) image and return the result in ``im``'s layout."""
+    _check_uint8(im)
+    if im.ndim == 2:
+        out = im.copy()
+        apply([out])
+        return out
+    planes = [np.ascontiguousarray(im[:, :, c]) for c in range(im.shape[2])]
+    apply(planes)
+    return np.stack(planes, axis=2) if len(planes) != 3 else cv2.merge(planes)
 
 
 def add_gamma(
@@ -117,8 +171,6 @@ def add_gamma(
     gamma_gray: float,
     gamma_color: Sequence[float] | None,
     contrast: float,
-    *,
-    bgr: bool = False,
 ) -> np.ndarray:
     """Apply gamma (brightness), per-channel gamma (colour) and contrast through one lookup table.
 
@@ -128,63 +180,30 @@ def add_gamma(
         gamma_gray: gamma for every channel.
         gamma_color: per-channel gammas ``(r, g, b)``.
         contrast: contrast ``k`` in ``[-1, 1]``.
-        bgr: ``im`` is in BGR order (``gamma_color`` stays in RGB order).
 
     Returns:
         New uint8 image of the same shape.
     """
-    _check_uint8(im)
-    _, channels = _as_hwc(im)
+    channels = 1 if im.ndim == 2 else im.shape[-1]
     gammas = _channel_gammas(channels, color, gamma_gray, gamma_color)
-    if bgr and channels == 3:
-        gammas = gammas[::-1]
-    table = np.rint(gamma_contrast_lut(gammas, contrast)).astype(np.uint8)
-    return _restore_shape(cv2.LUT(im, _cv_lut(table, channels)), im)
-
-
-def _noise_scaled(shape: tuple[int, ...], stds: Sequence[float], rng: np.random.Generator) -> np.ndarray:
-    """float32 zero-mean noise of ``shape`` (HWC) with per-channel ``stds``, taken from the pool."""
-    pool = noise_pool()
-    count = int(np.prod(shape))
-    if count > pool.size:
-        return (rng.standard_normal(shape, dtype=np.float32) * np.asarray(stds, dtype=np.float32)).astype(np.float32)
-    offset = int(rng.integers(0, pool.size - count + 1))
-    unit = pool[offset : offset + count].reshape(shape)
-    if len(set(stds)) == 1:
-        return unit * np.float32(stds[0])
-    return unit * np.asarray(stds, dtype=np.float32)
-
-
-def _noise_stds(channels: int, strength: float, rgb: bool) -> list[float]:
-    base = float(strength) * 255.0
-    if rgb and channels == 3:
-        return [base * w for w in RGB_NOISE_WEIGHTS]
-    return [base] * channels
-
-
-def _add_noise(im: np.ndarray, strength: float, rng: np.random.Generator, rgb: bool) -> np.ndarray:
-    _check_uint8(im)
-    if strength <= 0:
-        return im.copy()
-    _, channels = _as_hwc(im)
-    noise = _noise_scaled(im.shape, _noise_stds(channels, strength, rgb), rng)
-    return _restore_shape(cv2.add(im, noise, dtype=cv2.CV_8U), im)
+    return _on_hwc(im, lambda planes: _apply_planes(planes, gammas, contrast, 0.0, 0.0, (), _NO_RNG))
 
 
 def add_noise_rgb(im: np.ndarray, strength: float, rng: np.random.Generator | None = None) -> np.ndarray:
     """Add camera-sensor noise: std ``strength * 255`` in red and blue, ``0.6`` times that in green.
 
-    The weights are symmetric in red and blue, so this works on RGB and BGR images alike.
+    The weights are symmetric in red and blue, so this works on RGB and BGR images alike; images without
+    3 channels get equal noise in every channel.
 
     Args:
-        im: uint8 image ``H x W x 3`` (other channel counts get equal noise in every channel).
+        im: uint8 image ``H x W x 3``.
         strength: noise strength ``s``; ``<= 0`` adds nothing.
         rng: generator choosing the noise; a fixed-seed one when ``None``.
 
     Returns:
         New uint8 image, rounded half to even and clipped.
     """
-    return _add_noise(im, strength, rng if rng is not None else np.random.default_rng(0), rgb=True)
+    return _add_noise(im, strength, rng, rgb=True)
 
 
 def add_noise_other(im: np.ndarray, strength: float, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -198,19 +217,15 @@ def add_noise_other(im: np.ndarray, strength: float, rng: np.random.Generator | 
     Returns:
         New uint8 image, rounded half to even and clipped.
     """
-    return _add_noise(im, strength, rng if rng is not None else np.random.default_rng(0), rgb=False)
+    return _add_noise(im, strength, rng, rgb=False)
 
 
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = math.ceil(3 * sigma)
-    d = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-(d**2) / (2 * sigma**2))
-    return (kernel / kernel.sum()).astype(np.float32)
-
-
-def _blur_float(im: np.ndarray, sigma: float) -> np.ndarray:
-    kernel = _gaussian_kernel(sigma)
-    return cv2.sepFilter2D(im, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+def _add_noise(im: np.ndarray, strength: float, rng: np.random.Generator | None, rgb: bool) -> np.ndarray:
+    channels = 1 if im.ndim == 2 else im.shape[-1]
+    weights = _noise_weights(channels, rgb)
+    generator = rng if rng is not None else np.random.default_rng(0)
+    ones = [1.0] * channels
+    return _on_hwc(im, lambda planes: _apply_planes(planes, ones, 0.0, 0.0, float(strength), weights, generator))
 
 
 def add_blur(im: np.ndarray, sigma: float) -> np.ndarray:
@@ -225,69 +240,68 @@ def add_blur(im: np.ndarray, sigma: float) -> np.ndarray:
     Returns:
         New uint8 image, rounded half to even and clipped.
     """
-    _check_uint8(im)
-    if not sigma >= _BLUR_MIN_SIGMA:
-        return im.copy()
-    out = _blur_float(im, float(sigma))
-    return _restore_shape(_to_uint8(out), im)
+    channels = 1 if im.ndim == 2 else im.shape[-1]
+    ones = [1.0] * channels
+    return _on_hwc(im, lambda planes: _apply_planes(planes, ones, 0.0, float(sigma), 0.0, (), _NO_RNG))
 
 
-def _to_uint8(im: np.ndarray) -> np.ndarray:
-    # OpenCV's saturating conversion rounds half to even, like numpy.rint, then clips
-    return cv2.convertScaleAbs(im) if im.min() >= 0 else np.clip(np.rint(im), 0, 255).astype(np.uint8)
+def _record_values(record: Any, channels: int, width: int) -> tuple[list[float], float, float, float]:
+    row = np.asarray(record, dtype=np.float64)
+    if row.shape != (len(AUGMENTATION_FIELDS),):
+        raise ValueError(f"expected an augmentation row of {len(AUGMENTATION_FIELDS)} values, got shape {row.shape}")
+    values = row.tolist()
+    gammas = _channel_gammas(
+        channels,
+        bool(values[_FIELD["color"]]),
+        values[_FIELD["gamma_gray"]],
+        values[_FIELD["gamma_r"] : _FIELD["gamma_b"] + 1],
+    )
+    return gammas, values[_FIELD["contrast"]], values[_FIELD["blur"]] * width, values[_FIELD["noise"]]
 
 
-def apply_pixel_ops(
-    im: np.ndarray,
-    record: Any,
-    rng: np.random.Generator,
-    is_rgb: bool = True,
-    *,
-    bgr: bool = False,
-) -> np.ndarray:
-    """Apply every pixel op of one ``augmentation`` record row, fused (one float pass when needed).
+def apply_pixel_ops(im: np.ndarray, record: Any, rng: np.random.Generator, is_rgb: bool = True) -> np.ndarray:
+    """Apply every pixel op of one ``augmentation`` record row to an HWC image.
 
     Args:
-        im: uint8 image ``H x W x C`` or ``H x W``; RGB order unless ``bgr``.
+        im: uint8 image ``H x W x C`` (RGB for 3 channels) or ``H x W``.
         record: a row with the columns of :data:`AUGMENTATION_FIELDS`.
         rng: the sample's generator (chooses the noise).
         is_rgb: camera-sensor noise on 3-channel images (else equal noise in every channel).
-        bgr: ``im`` is in BGR order; per-channel gammas are swapped to match.
 
     Returns:
-        The augmented uint8 image (``im`` itself when the record is neutral).
+        The augmented uint8 image (a new array).
     """
     _check_uint8(im)
-    row = np.asarray(record, dtype=np.float64)
-    _, channels = _as_hwc(im)
-    color = bool(row[_FIELD["color"]])
-    gamma_gray = float(row[_FIELD["gamma_gray"]])
-    gamma_color = row[_FIELD["gamma_r"] : _FIELD["gamma_b"] + 1].tolist()
-    contrast = float(row[_FIELD["contrast"]])
-    noise = float(row[_FIELD["noise"]])
-    sigma = float(row[_FIELD["blur"]]) * im.shape[1]
-    gammas = _channel_gammas(channels, color, gamma_gray, gamma_color)
-    if bgr and channels == 3:
-        gammas = gammas[::-1]
-    use_lut = contrast != 0.0 or any(g != 1.0 for g in gammas)
-    use_blur = sigma >= _BLUR_MIN_SIGMA
-    use_noise = noise > 0.0
-    if not (use_lut or use_blur or use_noise):
-        return im
-    if use_lut and not (use_blur or use_noise):
-        table = np.rint(gamma_contrast_lut(gammas, contrast)).astype(np.uint8)
-        return _restore_shape(cv2.LUT(im, _cv_lut(table, channels)), im)
-    if use_lut:
-        table = gamma_contrast_lut(gammas, contrast).astype(np.float32)
-        work = cv2.LUT(im, _cv_lut(table, channels))
-    else:
-        work = im
-    if use_blur:
-        work = _blur_float(work, sigma)
-    if use_noise:
-        stds = _noise_stds(channels, noise, is_rgb)
-        noise_values = _noise_scaled(work.shape if work.ndim == im.ndim else im.shape, stds, rng)
-        out = cv2.add(work, noise_values.reshape(work.shape), dtype=cv2.CV_8U)
-    else:
-        out = cv2.convertScaleAbs(work)  # blurred values are in [0, 255]: round half to even
-    return _restore_shape(out, im)
+    channels = 1 if im.ndim == 2 else im.shape[-1]
+    gammas, contrast, sigma, noise = _record_values(record, channels, im.shape[1])
+    weights = _noise_weights(channels, is_rgb)
+    return _on_hwc(im, lambda planes: _apply_planes(planes, gammas, contrast, sigma, noise, weights, rng))
+
+
+def apply_pixel_ops_chw(chw: np.ndarray, record: Any, rng: np.random.Generator, is_rgb: bool = True) -> None:
+    """Apply every pixel op of one ``augmentation`` record row in place to a CHW uint8 image.
+
+    This is the workers' fast path: each channel plane of the (shared-memory) buffer is processed by
+    single-channel OpenCV calls and written back in place.
+
+    Args:
+        chw: uint8 array ``C x H x W`` (RGB for 3 channels), modified in place.
+        record: a row with the columns of :data:`AUGMENTATION_FIELDS`.
+        rng: the sample's generator (chooses the noise).
+        is_rgb: camera-sensor noise on 3-channel images (else equal noise in every channel).
+
+    Raises:
+        ValueError: ``chw`` is not a 3-d uint8 array.
+    """
+    if chw.dtype != np.uint8 or chw.ndim != 3:
+        raise ValueError(f"expected a C x H x W uint8 array, got shape {chw.shape} and dtype {chw.dtype}")
+    channels = chw.shape[0]
+    gammas, contrast, sigma, noise = _record_values(record, channels, chw.shape[2])
+    planes = list(chw) if chw.flags.c_contiguous else [np.ascontiguousarray(p) for p in chw]
+    _apply_planes(planes, gammas, contrast, sigma, noise, _noise_weights(channels, is_rgb), rng)
+    if not chw.flags.c_contiguous:
+        chw[...] = np.stack(planes)
+
+
+# generator for ops that draw nothing (gamma, blur)
+_NO_RNG = np.random.default_rng(0)

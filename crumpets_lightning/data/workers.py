@@ -18,18 +18,23 @@ buffer's fill value is the background where no image data lands (a scalar colour
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from crumpets_lightning.data.augmentation import (
+    _INTERPOLATIONS,
     INTERP_LINEAR,
     INTERP_NEAREST,
+    _background_tuple,
     _decode,
     _pixel_grid,
+    _warp,
     augmentation_row,
     make_transform,
     randomize_image,
@@ -37,11 +42,11 @@ from crumpets_lightning.data.augmentation import (
 )
 from crumpets_lightning.data.augmentation_record import AUGMENTATION_SPEC
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.pixel_ops import apply_pixel_ops
+from crumpets_lightning.data.pixel_ops import apply_pixel_ops, apply_pixel_ops_chw
 from crumpets_lightning.data.rng import RNG, NoRNG
 from crumpets_lightning.data.worker import BufferSpec, BufferWorker
 
-__all__ = ["ClassificationWorker", "FCNWorker", "ImageWorker", "SegmentationWorker"]
+__all__ = ["ClassificationWorker", "FCNWorker", "ImageWorker", "SaliencyWorker", "SegmentationWorker"]
 
 _RANDOMIZE_KEYS = frozenset(inspect.signature(randomize_image).parameters) - {"im", "size", "rng"}
 _GEOMETRY_KEYS = frozenset({"angle", "scale", "shift", "aspect", "hmirror", "vmirror", "shear", "scale_mode"})
@@ -78,7 +83,7 @@ def _needed_source(params: Mapping[str, Any], height: int, width: int) -> tuple[
     scale = float(params.get("scale", 1) or 1)
     aspect = float(params.get("aspect", 1) or 1)
     shear = params.get("shear") or 0
-    shear_amount = float(np.max(np.abs(shear))) if np.ndim(shear) else abs(float(shear))
+    shear_amount = max(abs(float(v)) for v in shear) if isinstance(shear, (tuple, list)) else abs(float(shear))
     stretch = max(math.sqrt(aspect), 1 / math.sqrt(aspect)) * (1 + shear_amount)
     samples = int(params.get("supersampling", 0) or 1)
     factor = scale * stretch * samples
@@ -99,12 +104,20 @@ def _from_unit(size: Sequence[int]) -> np.ndarray:
     return np.array([[width, 0.0, -0.5], [0.0, height, -0.5], [0.0, 0.0, 1.0]])
 
 
-def _to_chw(im: np.ndarray, bgr: bool) -> np.ndarray:
-    """HWC (or HW) to a CHW view, BGR channels reversed to RGB."""
-    if im.ndim == 2:
-        return im[None]
-    chw = im.transpose(2, 0, 1)
-    return chw[::-1] if bgr and chw.shape[0] == 3 else chw
+def _write_chw(buffer: np.ndarray, im: np.ndarray) -> None:
+    """Write an HWC (or HW) image into a CHW buffer; extra channels of ``im`` (alpha) are dropped.
+
+    OpenCV splits straight into the buffer's planes when they are contiguous and of the same dtype.
+    """
+    channels = buffer.shape[0]
+    if im.ndim == 2 or im.shape[2] == 1:
+        buffer[0] = im.reshape(im.shape[:2])
+    elif buffer.dtype == im.dtype and buffer.flags.c_contiguous:
+        planes = list(buffer)
+        planes.extend(np.empty(im.shape[:2], im.dtype) for _ in range(im.shape[2] - channels))
+        cv2.split(im, planes)
+    else:
+        buffer[...] = im[:, :, :channels].transpose(2, 0, 1)
 
 
 class ImageWorker(BufferWorker):
@@ -182,23 +195,27 @@ class ImageWorker(BufferWorker):
         Raises:
             SampleError: the image cannot be decoded or a parameter is invalid.
         """
+        im, _ = self._decode_for(key, data, params)
+        matrix = self._write_decoded(im, buffers, params, key)
+        return matrix @ _from_unit(im.shape[:2])
+
+    def _decode_for(self, key: str, data: Any, params: Mapping[str, Any]) -> tuple[np.ndarray, tuple[int, int]]:
+        """Decode ``data`` for buffer ``key`` (reduced when much larger than needed); also its full size."""
         channels, height, width = _check_image_spec(key, self._buffer_specs[key])
         need_h, need_w = _needed_source(params, height, width)
         try:
-            im, _ = _decode(data, "color" if channels == 3 else "gray", need_h, need_w, _REDUCE_MIN_FACTOR)
+            return _decode(data, "rgba" if channels == 3 else "gray", need_h, need_w, _REDUCE_MIN_FACTOR)
         except SampleError as error:
             raise SampleError(f"field {key!r}: {error.message}", self.sample_key) from None
-        matrix = self._write_decoded(im, buffers, params, key)
-        return matrix @ _from_unit(im.shape[:2])
 
     def _write_decoded(
         self, im: np.ndarray, buffers: dict[str, np.ndarray], params: Mapping[str, Any], key: str
     ) -> np.ndarray:
-        """Warp a decoded (BGR or gray) image into buffer ``key``; returns the pixel-coordinate matrix."""
+        """Warp a decoded (RGB, RGBA or gray) image into buffer ``key``; returns the pixel-coordinate matrix."""
         spec = self._buffer_specs[key]
         color = spec[0][0] == 3
         try:
-            matrix, out = self._warp(im, params, spec, bgr=color)
+            matrix, out = self._warp(im, params, spec)
             row = augmentation_row(
                 bool(params.get("color", True)) and color, params.get("gamma_gray"), params.get("gamma_color"),
                 params.get("contrast"), params.get("noise"), params.get("blur"),
@@ -207,15 +224,18 @@ class ImageWorker(BufferWorker):
             raise SampleError(f"bad augmentation parameters for {key!r}: {error}", self.sample_key) from None
         if key == "image" and "augmentation" in buffers:
             buffers["augmentation"][...] = row
-        if not (self.gpu_augmentation or params.get("gpu_augmentation", False)):
-            out = apply_pixel_ops(out, row, self.rng, is_rgb=bool(params.get("is_rgb", True)), bgr=color)
-        buffers[key][...] = _to_chw(out, bgr=color)
+        buffer = buffers[key]
+        pixel_ops = not (self.gpu_augmentation or params.get("gpu_augmentation", False))
+        is_rgb = bool(params.get("is_rgb", True))
+        if pixel_ops and buffer.dtype != np.uint8:
+            out = apply_pixel_ops(np.ascontiguousarray(out[..., : buffer.shape[0]]), row, self.rng, is_rgb=is_rgb)
+        _write_chw(buffer, out)
+        if pixel_ops and buffer.dtype == np.uint8:
+            apply_pixel_ops_chw(buffer, row, self.rng, is_rgb=is_rgb)  # in place, one plane at a time
         return matrix
 
-    def _warp(
-        self, im: np.ndarray, params: Mapping[str, Any], spec: BufferSpec, bgr: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One warp of ``im`` to the spec's size; returns the matrix and the HWC result."""
+    def _warp(self, im: np.ndarray, params: Mapping[str, Any], spec: BufferSpec) -> tuple[np.ndarray, np.ndarray]:
+        """One warp of ``im`` to the spec's size; returns the matrix and the HWC result (RGBA for colour)."""
         _, height, width = spec[0]
         matrix = make_transform(
             im.shape[:2],
@@ -239,23 +259,14 @@ class ImageWorker(BufferWorker):
                     f"got {im.shape[:2]}"
                 )
             return np.eye(3), im
-        out = rotate_and_resize(
-            im,
-            0,
-            (height, width),
-            1,
-            1,
-            None,
-            int(params.get("interp_method", INTERP_LINEAR)),
-            background,
-            False,
-            False,
-            scale_mode="shortest",
-            supersampling=int(params.get("supersampling", 0)),
-            bgr=bgr,
-            transform=matrix,
-        )
-        return matrix, out
+        method = params.get("interp_method", INTERP_LINEAR)
+        if method not in _INTERPOLATIONS:
+            raise ValueError(f"interp_method must be one of the cv2.INTER_* flags {_INTERPOLATIONS}, got {method!r}")
+        supersampling = params.get("supersampling", 0)
+        if int(supersampling) != supersampling or supersampling < 0:
+            raise ValueError(f"supersampling must be a non-negative int, got {supersampling!r}")
+        border = _background_tuple(background, spec[0][0])
+        return matrix, _warp(im, matrix, (height, width), int(method), border, int(supersampling))
 
     def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
         """Decode and augment ``sample["image"]`` into the ``image`` and ``augmentation`` buffers."""
@@ -263,8 +274,18 @@ class ImageWorker(BufferWorker):
         self.prepare_image(data, buffers, self.draw_params("image"), "image")
 
 
-def _label_array(label: Any, spec: BufferSpec, sample_key: object) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _int_bounds(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def _label_array(label: Any, spec: BufferSpec, sample_key: object) -> Any:
     shape, dtype, _ = spec
+    if type(label) is int and dtype.kind in "iu":  # the common case, checked without numpy overhead
+        low, high = _int_bounds(dtype)
+        if low <= label <= high:
+            return label
     if label is None or isinstance(label, (str, bytes, dict)):
         raise SampleError(f"field 'label' must be a number or numeric array, got {label!r}", sample_key)
     try:
@@ -282,8 +303,8 @@ def _label_array(label: Any, spec: BufferSpec, sample_key: object) -> np.ndarray
         if value.dtype.kind == "f" and not np.all(np.isfinite(value) & (value == np.round(value))):
             raise SampleError(f"field 'label' must be integral for a {dtype} buffer, got {label!r}", sample_key)
         if dtype.kind != "b":
-            info = np.iinfo(dtype)
-            if np.any(value < info.min) or np.any(value > info.max):
+            low, high = _int_bounds(dtype)
+            if np.any(value < low) or np.any(value > high):
                 raise SampleError(
                     f"field 'label' value {label!r} does not fit the label buffer dtype {dtype}", sample_key
                 )
@@ -385,7 +406,7 @@ class FCNWorker(ImageWorker):
             im = data
         else:
             try:
-                im, _ = _decode(data, "color" if channels == 3 else "gray")
+                im, _ = _decode(data, "rgb" if channels == 3 else "gray")
             except SampleError as error:
                 raise SampleError(f"field 'target_image': {error.message}", self.sample_key) from None
         return im
@@ -400,14 +421,13 @@ class FCNWorker(ImageWorker):
     ) -> None:
         spec = self._buffer_specs["target_image"]
         matrix = self._target_matrix(unit_matrix, target.shape)
-        bgr = spec[0][0] == 3 and not isinstance(target_data, np.ndarray)
         channels, height, width = spec[0]
         background = params.get("background")
         if background is None:
             background = _fill_values(spec)
         out = rotate_and_resize(
             target, 0, (height, width), 1, 1, None, int(params.get("interp_method", INTERP_LINEAR)), background,
-            False, False, supersampling=int(params.get("supersampling", 0)), bgr=bgr, transform=matrix,
+            False, False, supersampling=int(params.get("supersampling", 0)), transform=matrix,
         )  # fmt: skip
         if out.ndim == 3 and out.shape[2] != channels:
             if channels == 1:
@@ -422,8 +442,8 @@ class FCNWorker(ImageWorker):
                 channels == 3, params.get("gamma_gray"), params.get("gamma_color"), params.get("contrast"),
                 params.get("noise"), params.get("blur"),
             )  # fmt: skip
-            out = apply_pixel_ops(out, row, self.rng, bgr=bgr)
-        buffers["target_image"][...] = _to_chw(out, bgr=bgr)
+            out = apply_pixel_ops(out, row, self.rng)
+        _write_chw(buffers["target_image"], out)
 
     def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
         """Write the augmented image and the identically transformed target image."""
@@ -515,3 +535,172 @@ class SegmentationWorker(FCNWorker):
             False, False, supersampling=int(params.get("supersampling", 1)), transform=matrix,
         )  # fmt: skip
         buffers["target_image"][...] = out.reshape(height, width)[None]
+
+
+_SALIENCY_DEFAULTS: dict[str, Any] = {
+    "sample_ratio": 1.0,
+    "jitter": 0.0,
+    "interpolate": False,
+    "blur": 0.0,
+    "maxnorm": False,
+}
+
+
+def _experiment_points(experiment: Any, index: int, sample_key: object) -> np.ndarray:
+    """``[N, 2]`` float array of ``(y, x)`` gaze points from one experiment dict."""
+    if not isinstance(experiment, Mapping):
+        raise SampleError(
+            f"field 'experiments'[{index}] must be a dict with 'fixations' or 'locations', "
+            f"got {type(experiment).__name__}",
+            sample_key,
+        )
+    points = experiment.get("fixations")
+    if points is None or len(points) == 0:
+        points = experiment.get("locations")
+    if points is None:
+        raise SampleError(
+            f"field 'experiments'[{index}] has neither 'fixations' nor 'locations' (keys: {sorted(experiment)})",
+            sample_key,
+        )
+    try:
+        array = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SampleError(f"field 'experiments'[{index}] points must be numbers [[y, x], ...]", sample_key) from None
+    if array.size == 0:
+        return np.zeros((0, 2))
+    if array.ndim != 2 or array.shape[1] < 2:
+        raise SampleError(
+            f"field 'experiments'[{index}] points must have shape [N, 2] as [[y, x], ...], got {array.shape}",
+            sample_key,
+        )
+    return array[:, :2]
+
+
+class SaliencyWorker(ImageWorker):
+    """Worker for saliency prediction: an image and a saliency map built from raw gaze points.
+
+    Samples look like ``{"image": <encoded bytes>, "experiments": [{"fixations": [[y, x], ...]}, ...]}``;
+    an experiment without fixations falls back to its ``"locations"`` (raw gaze data). Points are in pixel
+    coordinates of the full-size source image. They are transformed with the *same* affine matrix as the
+    image (rotation, mirror, shift, ...), so they stay on the image content, then accumulated in the
+    ``target_image`` buffer (its size may differ from the image's).
+
+    ``target_image_params`` (all optional):
+
+    - ``sample_ratio`` (1): fraction in ``(0, 1]`` of the experiments used, drawn without replacement;
+    - ``jitter`` (0): Gaussian noise added to each point, std ``jitter * target size`` per axis;
+    - ``interpolate`` (False): spread each point bilinearly over its 4 neighbouring pixels instead of
+      adding 1 to the nearest one;
+    - ``blur`` (0): Gaussian blur of the map with sigma ``blur * target width`` (zero outside the map);
+    - ``maxnorm`` (False): divide the map by its maximum.
+
+    Use a float target buffer (e.g. ``((1, 56, 56), np.float32)``); integer buffers get the map rounded
+    and clipped.
+
+    Args:
+        image: image buffer spec ``((channels, height, width), dtype[, fill_value])``.
+        target_image: saliency map buffer spec ``((1, height, width), dtype)``.
+        image_params: fixed parameters for the image (override random ones).
+        target_image_params: the map parameters above.
+        image_rng: RNG drawing the augmentation.
+        gpu_augmentation: leave the image's pixel ops to a GPU ``Randomizer``.
+        **kwargs: further buffers.
+
+    Raises:
+        ValueError: the target spec is not ``(1, height, width)`` or a map parameter is out of range.
+    """
+
+    def __init__(
+        self,
+        image: Any,
+        target_image: Any,
+        image_params: Mapping[str, Any] | None = None,
+        target_image_params: Mapping[str, Any] | None = None,
+        image_rng: RNG | None = None,
+        gpu_augmentation: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(image, image_params, image_rng, gpu_augmentation, **kwargs)
+        self.add_buffer("target_image", target_image)
+        shape = self._buffer_specs["target_image"][0]
+        if len(shape) != 3 or shape[0] != 1:
+            raise ValueError(f"`target_image` buffer shape must be (1, height, width) for a saliency map, got {shape}")
+        params = dict(_SALIENCY_DEFAULTS)
+        if target_image_params is not None:
+            unknown = set(target_image_params) - set(_SALIENCY_DEFAULTS)
+            if unknown:
+                raise ValueError(
+                    f"`target_image_params` has unknown keys {sorted(unknown)}; allowed: {sorted(_SALIENCY_DEFAULTS)}"
+                )
+            params.update(target_image_params)
+        if not 0.0 < float(params["sample_ratio"]) <= 1.0:
+            raise ValueError(f"`sample_ratio` must be in (0, 1], got {params['sample_ratio']!r}")
+        for name in ("jitter", "blur"):
+            if not float(params[name]) >= 0.0:
+                raise ValueError(f"`{name}` must be non-negative, got {params[name]!r}")
+        self.add_params("target_image", params)
+
+    def _points(self, sample: Mapping[str, Any]) -> np.ndarray:
+        experiments = _field(sample, "experiments", self.sample_key)
+        if not isinstance(experiments, (list, tuple)):
+            raise SampleError(
+                f"field 'experiments' must be a list of experiment dicts, got {type(experiments).__name__}",
+                self.sample_key,
+            )
+        ratio = float(self.params["target_image"]["sample_ratio"])
+        chosen: Sequence[int] = range(len(experiments))
+        if ratio < 1.0 and experiments:
+            count = max(1, round(ratio * len(experiments)))
+            chosen = sorted(self.rng.choice(len(experiments), size=count, replace=False).tolist())
+        parts = [_experiment_points(experiments[i], i, self.sample_key) for i in chosen]
+        return np.concatenate(parts) if parts else np.zeros((0, 2))
+
+    def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
+        """Write the augmented image and the saliency map of its transformed gaze points."""
+        data = _field(sample, "image", self.sample_key)
+        points = self._points(sample)
+        params = self.draw_params("image")
+        im, source = self._decode_for("image", data, params)
+        matrix = self._write_decoded(im, buffers, params, "image")
+        image_h, image_w = self._buffer_specs["image"][0][1:]
+        _, target_h, target_w = self._buffer_specs["target_image"][0]
+        # full-size source pixels -> decoded pixels -> image buffer -> target map
+        to_decoded = _from_unit(im.shape[:2]) @ np.linalg.inv(_from_unit(source))
+        full = _pixel_grid(target_w / image_w, target_h / image_h) @ matrix @ to_decoded
+        xy = points[:, ::-1]
+        mapped = xy @ full[:2, :2].T + full[:2, 2]
+        buffers["target_image"][...] = self._render(mapped, target_h, target_w)
+
+    def _render(self, xy: np.ndarray, height: int, width: int) -> np.ndarray:
+        params = self.params["target_image"]
+        jitter = float(params["jitter"])
+        if jitter > 0 and len(xy):
+            xy = xy + self.rng.standard_normal(xy.shape) * (jitter * np.array([width, height]))
+        out: np.ndarray = np.zeros((height, width), dtype=np.float64)
+        if params["interpolate"]:
+            base = np.floor(xy).astype(np.int64)
+            frac = xy - base
+            for dx in (0, 1):
+                for dy in (0, 1):
+                    x = base[:, 0] + dx
+                    y = base[:, 1] + dy
+                    weight = (frac[:, 0] if dx else 1 - frac[:, 0]) * (frac[:, 1] if dy else 1 - frac[:, 1])
+                    keep = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+                    np.add.at(out, (y[keep], x[keep]), weight[keep])
+        else:
+            cells = np.rint(xy).astype(np.int64) if len(xy) else np.zeros((0, 2), dtype=np.int64)
+            keep = (cells[:, 0] >= 0) & (cells[:, 0] < width) & (cells[:, 1] >= 0) & (cells[:, 1] < height)
+            np.add.at(out, (cells[keep, 1], cells[keep, 0]), 1.0)
+        sigma = float(params["blur"]) * width
+        if sigma > 0:
+            radius = max(1, math.ceil(3 * sigma))
+            out = cv2.GaussianBlur(out, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_CONSTANT)
+        if params["maxnorm"]:
+            peak = out.max()
+            if peak > 0:
+                out /= peak
+        dtype = self._buffer_specs["target_image"][1]
+        if dtype.kind in "iub":
+            info = np.iinfo(dtype) if dtype.kind != "b" else None
+            out = np.rint(out) if info is None else np.clip(np.rint(out), info.min, info.max)
+        return out[None].astype(dtype)
