@@ -102,8 +102,10 @@ class Snapshot(ModelCheckpoint):
         snapshot_interval: Epochs between snapshots; ``0`` or ``None`` disables them (the RNG states are still
             added to checkpoints that other ``ModelCheckpoint`` callbacks write).
         filename: Name pattern (Lightning ``ModelCheckpoint`` syntax, without ``.ckpt``).
+        save_top_k: How many snapshots to keep; ``-1`` keeps all (crumpets), ``k`` the best ``k`` by ``monitor``.
+        auto_insert_metric_name: Let Lightning turn ``{epoch}`` into ``epoch=0`` in names (off for crumpets names).
         restore_rng: Restore the RNG states when resuming from a checkpoint that has them.
-        **kwargs: Further ``ModelCheckpoint`` arguments (``save_last``, ``monitor``, ``save_top_k``, ``verbose``...).
+        **kwargs: Further ``ModelCheckpoint`` arguments (``save_last``, ``monitor``, ``verbose``...).
 
     Raises:
         ValueError: If ``snapshot_interval`` is negative or not an int.
@@ -120,6 +122,8 @@ class Snapshot(ModelCheckpoint):
         outdir: str | os.PathLike[str],
         snapshot_interval: int | None = 1,
         filename: str = "epoch_{epoch:02d}",
+        save_top_k: int = -1,
+        auto_insert_metric_name: bool = False,
         restore_rng: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -129,9 +133,14 @@ class Snapshot(ModelCheckpoint):
                 f"Expected argument `snapshot_interval` to be a non-negative int or None (0/None disables snapshots)"
                 f" but got {snapshot_interval!r}."
             )
-        kwargs.setdefault("save_top_k", -1)
-        kwargs.setdefault("auto_insert_metric_name", False)
-        super().__init__(dirpath=os.fspath(outdir), filename=filename, every_n_epochs=interval, **kwargs)
+        super().__init__(
+            dirpath=os.fspath(outdir),
+            filename=filename,
+            every_n_epochs=interval,
+            save_top_k=save_top_k,
+            auto_insert_metric_name=auto_insert_metric_name,
+            **kwargs,
+        )
         self.snapshot_interval = interval
         self.restore_rng = restore_rng
 

@@ -182,3 +182,18 @@ def test_load_snapshot_refuses_pickled_objects(tmp_path: Path) -> None:
 
 class _Arbitrary:
     """An object only a full unpickler can rebuild."""
+
+
+def test_built_from_a_config_like_lightning_cli(tmp_path: Path) -> None:
+    """jsonargparse passes every resolved ModelCheckpoint default explicitly: the crumpets defaults must hold."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--callbacks", type=list[pl.Callback])
+    spec = {"outdir": str(tmp_path / "snapshots"), "save_last": True}
+    config = parser.parse_object({"callbacks": [{"class_path": f"{Snapshot.__module__}.Snapshot", "init_args": spec}]})
+    (snapshot,) = parser.instantiate(config).callbacks
+    assert isinstance(snapshot, Snapshot)
+    trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[snapshot])
+    trainer.fit(DictModule(), loaders(batch_size=4, train=8)[0])
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["epoch_00.ckpt", "epoch_01.ckpt", "last.ckpt"]
