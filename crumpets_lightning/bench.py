@@ -1,0 +1,706 @@
+"""``crumpets-lightning bench``: this loader against the torch ``DataLoader`` doing the same work, as a table.
+
+Both sides decode real JPEG photos (~500x375, ImageNet-like) and augment them with ``AUGMENTATION_TRAIN`` to
+224x224 through the same :class:`~crumpets_lightning.data.workers.ClassificationWorker`, with the same number
+of worker processes and the same batch size:
+
+- this loader: :class:`~crumpets_lightning.data.loader.TurboDataLoader` (``TorchTurboDataLoader`` on the CPU
+  when available, so both sides yield torch tensors);
+- torch: ``torch.utils.data.DataLoader`` over a map-style dataset whose ``__getitem__`` calls the same
+  worker's ``prepare`` into fresh arrays, default collate, persistent workers (its fastest setting for
+  several epochs), forked like ours.
+
+One run holds several rounds; each round measures, in an order that alternates between rounds, the
+single-process pipeline rate (in a forked child, so the main process stays as a user's would be), this
+loader and the torch loader. Every loader is built fresh in its round (construct-to-first-batch time),
+finishes a warm-up epoch, then runs ``--epochs`` timed epochs back to back and is shut down before the next
+one starts, so nothing runs unmeasured between epochs or in the background of the other loader.
+
+Reported (medians over rounds; ratios are taken within a round):
+
+- throughput of both loaders and the ratio (target >= 1.05x torch);
+- the limit: ``min(nworkers, usable CPUs)`` x single-process pipeline rate (target >= 0.95 of it);
+- main-process CPU per image (``time.process_time`` of the consumer, all its threads, during the timed
+  epochs; target <= 0.05 ms) and the workers' CPU per image (``/proc`` of the live children plus
+  ``RUSAGE_CHILDREN`` of reaped ones over the same window: if it fell below the single-process cost, work
+  would have been done outside the measured window);
+- construct-to-first-batch time minus the first batch's own work, estimated as per-image pipeline time x
+  batch / nworkers (target <= 0.3 s);
+- peak shared memory (our ``/dev/shm`` segments) against the configured slots, constant over epochs;
+  peak RSS (``VmHWM``) of the main process and of the workers.
+
+Example::
+
+    crumpets-lightning bench                    # defaults: ~640 photos, 2 workers, 3 rounds
+    crumpets-lightning bench --json bench.json  # also write the table as JSON
+    python benchmarks/bench_loader.py --quick   # seconds, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = ["BenchConfig", "Row", "load_jpegs", "main", "make_photo_jpegs", "run_benchmark"]
+
+_SHM_DIR = Path("/dev/shm")
+_JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
+_MIB = 1024 * 1024
+
+
+@dataclass
+class BenchConfig:
+    """What to measure.
+
+    Attributes:
+        images: photos per epoch (built when ``data`` is None).
+        nworkers: worker processes on both sides.
+        batch_size: samples per batch on both sides.
+        size: output side length (square).
+        rounds: interleaved rounds; results are medians over rounds.
+        epochs: timed epochs per loader and round (after one warm-up epoch).
+        seed: seeds the photos and the augmentation.
+        data: a folder of JPEGs to use instead of the built photos.
+        photo_size: ``(height, width)`` of the built photos.
+    """
+
+    images: int = 640
+    nworkers: int = 2
+    batch_size: int = 64
+    size: int = 224
+    rounds: int = 3
+    epochs: int = 2
+    seed: int = 0
+    data: str | None = None
+    photo_size: tuple[int, int] = (375, 500)
+
+
+@dataclass
+class Row:
+    """One line of the result table.
+
+    Attributes:
+        metric: what was measured.
+        value: the measured value (None when it could not be measured).
+        unit: the unit of ``value``.
+        target: the target as text (empty when the row is for information).
+        passed: whether the target is met (None for information rows).
+    """
+
+    metric: str
+    value: float | None
+    unit: str
+    target: str = ""
+    passed: bool | None = None
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+
+def _sample_photos() -> list[np.ndarray]:
+    import sklearn.datasets
+
+    folder = Path(sklearn.datasets.__file__).parent / "images"
+    photos = []
+    for name in ("china.jpg", "flower.jpg"):
+        photo = cv2.imread(str(folder / name))
+        if photo is None:
+            raise FileNotFoundError(f"scikit-learn's sample photo {name} is missing from {folder}")
+        photos.append(photo)
+    return photos
+
+
+def make_photo_jpegs(count: int, seed: int = 0, size: tuple[int, int] = (375, 500)) -> list[bytes]:
+    """``count`` ImageNet-like JPEG photos from scikit-learn's ``china.jpg`` and ``flower.jpg``.
+
+    Each is a random crop (40-100 % of the photo's sides, random aspect) resized to about ``size``
+    (+-10 %, one in five in portrait orientation), randomly mirrored, at JPEG quality 75-95.
+
+    Args:
+        count: how many photos.
+        seed: seeds the crops.
+        size: nominal ``(height, width)`` of a landscape photo.
+
+    Returns:
+        The encoded JPEGs.
+
+    Raises:
+        ValueError: ``count`` or ``size`` is not positive.
+    """
+    if count <= 0 or min(size) <= 0:
+        raise ValueError(f"Expected a positive count and size but got count={count}, size={size}")
+    photos = _sample_photos()
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        height, width = photo.shape[:2]
+        crop_h = int(height * rng.uniform(0.4, 1.0))
+        crop_w = int(width * rng.uniform(0.4, 1.0))
+        y = int(rng.integers(0, height - crop_h + 1))
+        x = int(rng.integers(0, width - crop_w + 1))
+        crop = photo[y : y + crop_h, x : x + crop_w]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        target_h, target_w = (int(s * rng.uniform(0.9, 1.1)) for s in size)
+        if rng.random() < 0.2:
+            target_h, target_w = target_w, target_h
+        resized = cv2.resize(
+            np.ascontiguousarray(crop), (max(target_w, 1), max(target_h, 1)), interpolation=cv2.INTER_AREA
+        )
+        quality = int(rng.integers(75, 96))
+        ok, encoded = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+            raise RuntimeError("OpenCV failed to encode a JPEG")
+        out.append(encoded.tobytes())
+    return out
+
+
+def load_jpegs(folder: str | os.PathLike[str], limit: int | None = None) -> list[bytes]:
+    """The bytes of the JPEG files under ``folder`` (recursively, sorted by path), at most ``limit``.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a directory or holds no JPEG.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {str(root)!r} is not a directory of JPEG files")
+    paths = sorted(p for p in root.rglob("*") if p.suffix in _JPEG_SUFFIXES and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"--data {str(root)!r} holds no .jpg/.jpeg files")
+    return [p.read_bytes() for p in paths[:limit]]
+
+
+# -- the work both loaders do ----------------------------------------------------------------------------------
+
+
+def _make_worker(size: int) -> Any:
+    from crumpets_lightning.data.presets import AUGMENTATION_TRAIN
+    from crumpets_lightning.data.workers import ClassificationWorker
+
+    return ClassificationWorker(((3, size, size), np.uint8), ((1,), np.int64), image_rng=AUGMENTATION_TRAIN)
+
+
+def _sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64([seed, epoch, index]))
+
+
+class _PreparedDataset:
+    """Map-style dataset for the torch ``DataLoader``: the same worker's ``prepare`` into fresh arrays."""
+
+    def __init__(self, samples: Sequence[dict[str, Any]], worker: Any, seed: int) -> None:
+        self.samples = samples
+        self.worker = worker
+        self.seed = seed
+        self.specs = worker.buffer_specs
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        buffers = {}
+        for key, (shape, dtype, fill) in self.specs.items():
+            array = np.empty(shape, dtype)
+            array[...] = fill[0]
+            buffers[key] = array
+        self.worker.rng = _sample_generator(self.seed, 0, index)
+        self.worker.sample_key = index
+        self.worker.prepare(self.samples[index], {}, buffers)
+        return buffers
+
+
+def _one_thread_opencv(_worker_id: int = 0) -> None:
+    cv2.setNumThreads(1)
+
+
+def _pipeline_child(samples: Sequence[dict[str, Any]], size: int, seed: int, connection: Any) -> None:
+    """Run the pipeline over every sample in one process; send (images, wall s, CPU s) back."""
+    try:
+        _one_thread_opencv()
+        worker = _make_worker(size)
+        worker.setup()
+        specs = worker.buffer_specs
+        buffers = {key: np.empty(shape, dtype) for key, (shape, dtype, _) in specs.items()}
+
+        def prepare(index: int) -> None:
+            for key, (_, _, fill) in specs.items():
+                buffers[key][...] = fill[0]
+            worker.rng = _sample_generator(seed, 0, index)
+            worker.sample_key = index
+            worker.prepare(samples[index], {}, buffers)
+
+        # per-process setup (the noise pool, caches) is not per-image work: warm up like a loader's first epoch
+        from crumpets_lightning.data.pixel_ops import noise_pool
+
+        noise_pool()
+        for index in range(min(8, len(samples))):
+            prepare(index)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for index in range(len(samples)):
+            prepare(index)
+        connection.send((len(samples), time.perf_counter() - wall, time.process_time() - cpu))
+    except BaseException as error:
+        connection.send(error)
+    finally:
+        connection.close()
+
+
+def _measure_pipeline(samples: Sequence[dict[str, Any]], size: int, seed: int) -> tuple[float, float]:
+    """Single-process pipeline: (wall s per image, CPU s per image), measured in a forked child."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_pipeline_child, args=(samples, size, seed, sender), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(600):
+            raise TimeoutError("the single-process pipeline measurement did not finish within 600 s")
+        result = receiver.recv()
+    finally:
+        receiver.close()
+        process.join(10)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+        process.close()
+    if isinstance(result, BaseException):
+        raise result
+    count, wall, cpu = result
+    return wall / count, cpu / count
+
+
+# -- process accounting ----------------------------------------------------------------------------------------
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == me:
+            found.append(int(entry))
+    return found
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's live children (from /proc) plus every reaped child."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return total + usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_bytes(pid: int | str = "self") -> int:
+    """``VmHWM`` (peak resident set) of a process; 0 when unavailable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _our_shm_bytes() -> int:
+    """Bytes of the shared-memory segments this process owns (``crumpets-lightning-<pid>-*``)."""
+    prefix = f"crumpets-lightning-{os.getpid()}-"
+    total = 0
+    try:
+        entries = list(os.scandir(_SHM_DIR))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(prefix):
+            try:
+                total += entry.stat().st_size
+            except OSError:
+                continue
+    return total
+
+
+# -- one loader, one round -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LoaderRun:
+    startup_s: float
+    images_per_s: float
+    main_cpu_ms: float
+    worker_cpu_ms: float
+    main_peak_rss: int
+    workers_peak_rss: int
+    shm_per_epoch: list[int] = field(default_factory=list)
+
+
+def _batch_images(item: Any) -> Any:
+    """The image batch of whatever a loader yields: ``(iteration, mini_batches)`` or a batch dict."""
+    if isinstance(item, tuple):
+        return item[1][0]["image"]
+    return item["image"]
+
+
+def _run_loader(
+    build: Callable[[], Any], iterate: Callable[[Any], Iterable[Any]], close: Callable[[Any], None], epochs: int
+) -> _LoaderRun:
+    gc.collect()
+    _reset_peak_rss()
+    start = time.perf_counter()
+    loader = build()
+    try:
+        iterator = iter(iterate(loader))
+        first = next(iterator)
+        startup = time.perf_counter() - start
+        del first
+        for _ in iterator:  # the rest of the warm-up epoch
+            pass
+        del iterator
+        shm = [_our_shm_bytes()]
+        images = 0
+        wall = cpu = 0.0
+        children_before = _children_cpu_s()
+        for _ in range(epochs):
+            epoch_wall, epoch_cpu = time.perf_counter(), time.process_time()
+            for item in iterate(loader):
+                images += int(_batch_images(item).shape[0])
+            wall += time.perf_counter() - epoch_wall
+            cpu += time.process_time() - epoch_cpu
+            shm.append(_our_shm_bytes())
+        worker_cpu = _children_cpu_s() - children_before
+        workers_rss = sum(_peak_rss_bytes(pid) for pid in _children())
+    finally:
+        close(loader)
+        del loader
+        gc.collect()
+    return _LoaderRun(
+        startup_s=startup,
+        images_per_s=images / wall,
+        main_cpu_ms=cpu / images * 1000,
+        worker_cpu_ms=worker_cpu / images * 1000,
+        main_peak_rss=_peak_rss_bytes(),
+        workers_peak_rss=workers_rss,
+        shm_per_epoch=shm,
+    )
+
+
+def _ours(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) -> tuple[_LoaderRun, str]:
+    from crumpets_lightning.data.loader import TurboDataLoader
+
+    loader_class: type = TurboDataLoader
+    try:
+        from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
+
+        loader_class = TorchTurboDataLoader
+    except ImportError:
+        pass
+
+    def build() -> Any:
+        return loader_class(
+            samples,
+            config.batch_size,
+            _make_worker(config.size),
+            nworkers=config.nworkers,
+            seed=config.seed + round_index,
+            shuffle=True,
+            name="bench",
+        )
+
+    run = _run_loader(build, lambda loader: loader, lambda loader: loader.stop(), config.epochs)
+    return run, loader_class.__name__
+
+
+def _shutdown_torch_loader(loader: Any) -> None:
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    loader._iterator = None
+
+
+def _torch(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) -> _LoaderRun:
+    import torch
+    from torch.utils.data import DataLoader
+
+    def build() -> Any:
+        return DataLoader(
+            _PreparedDataset(samples, _make_worker(config.size), config.seed + round_index),  # type: ignore[arg-type]
+            batch_size=config.batch_size,
+            shuffle=True,
+            num_workers=config.nworkers,
+            persistent_workers=True,
+            worker_init_fn=_one_thread_opencv,
+            multiprocessing_context="fork",
+            generator=torch.Generator().manual_seed(config.seed + round_index),
+        )
+
+    return _run_loader(build, lambda loader: loader, _shutdown_torch_loader, config.epochs)
+
+
+# -- the whole benchmark ---------------------------------------------------------------------------------------
+
+
+def _slot_bytes(config: BenchConfig) -> int:
+    from crumpets_lightning.data._shm import BatchLayout
+
+    return BatchLayout(_make_worker(config.size).buffer_specs, config.batch_size).nbytes
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure both loaders over ``config.rounds`` interleaved rounds.
+
+    Args:
+        config: what to measure.
+        jpegs: the encoded photos (one epoch).
+        log: progress messages.
+
+    Returns:
+        ``{"config": ..., "loader": ..., "rows": [Row as dict, ...], "rounds": [...]}``.
+    """
+    samples = [{"image": data, "label": i % 10, "key": i} for i, data in enumerate(jpegs)]
+    _one_thread_opencv()  # the forked workers inherit it; the torch workers also set it
+    rounds: list[dict[str, Any]] = []
+    loader_name = "TurboDataLoader"
+    for round_index in range(config.rounds):
+        measurements: dict[str, Any] = {}
+        order = ["pipeline", "ours", "torch"] if round_index % 2 == 0 else ["torch", "ours", "pipeline"]
+        for what in order:
+            if what == "pipeline":
+                measurements["pipeline"] = _measure_pipeline(samples, config.size, config.seed)
+            elif what == "ours":
+                measurements["ours"], loader_name = _ours(samples, config, round_index)
+            else:
+                measurements["torch"] = _torch(samples, config, round_index)
+        wall_per_image, cpu_per_image = measurements["pipeline"]
+        ours, torch_run = measurements["ours"], measurements["torch"]
+        limit = min(config.nworkers, _usable_cpus()) / wall_per_image
+        first_batch_work = wall_per_image * config.batch_size / config.nworkers
+        entry = {
+            "round": round_index,
+            "ours": asdict(ours),
+            "torch": asdict(torch_run),
+            "pipeline_ms": wall_per_image * 1000,
+            "pipeline_cpu_ms": cpu_per_image * 1000,
+            "limit_images_per_s": limit,
+            "ratio_torch": ours.images_per_s / torch_run.images_per_s,
+            "ratio_limit": ours.images_per_s / limit,
+            "startup_overhead_s": ours.startup_s - first_batch_work,
+        }
+        rounds.append(entry)
+        log(
+            f"round {round_index + 1}/{config.rounds}: {loader_name} {ours.images_per_s:.0f} img/s, torch "
+            f"{torch_run.images_per_s:.0f} img/s, limit {limit:.0f} img/s, ratio {entry['ratio_torch']:.3f}"
+        )
+    rows = _summarise(config, rounds, loader_name)
+    return {
+        "config": asdict(config),
+        "loader": loader_name,
+        "cpus": _usable_cpus(),
+        "rows": [asdict(row) for row in rows],
+        "rounds": rounds,
+    }
+
+
+def _median(rounds: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for entry in rounds:
+        value: Any = entry
+        for part in path:
+            value = value[part]
+        values.append(float(value))
+    return statistics.median(values)
+
+
+def _at_least(value: float, target: float) -> bool:
+    return value >= target
+
+
+def _at_most(value: float, target: float) -> bool:
+    return value <= target
+
+
+def _summarise(config: BenchConfig, rounds: list[dict[str, Any]], loader_name: str) -> list[Row]:
+    slots = 2 * config.nworkers + 2
+    configured = slots * _slot_bytes(config)
+    shm_all = [value for entry in rounds for value in entry["ours"]["shm_per_epoch"]]
+    shm_constant = all(len(set(entry["ours"]["shm_per_epoch"])) == 1 for entry in rounds)
+    shm_peak = max(shm_all) if shm_all else 0
+    pipeline_cpu = _median(rounds, "pipeline_cpu_ms")
+    worker_cpu = _median(rounds, "ours", "worker_cpu_ms")
+    ratio_torch = _median(rounds, "ratio_torch")
+    ratio_limit = _median(rounds, "ratio_limit")
+    main_cpu = _median(rounds, "ours", "main_cpu_ms")
+    overhead = _median(rounds, "startup_overhead_s")
+    return [
+        Row(f"{loader_name} throughput", _median(rounds, "ours", "images_per_s"), "images/s"),
+        Row("torch DataLoader throughput", _median(rounds, "torch", "images_per_s"), "images/s"),
+        Row(
+            f"limit: {min(config.nworkers, _usable_cpus())} x single-process pipeline",
+            _median(rounds, "limit_images_per_s"),
+            "images/s",
+        ),
+        Row("throughput / torch DataLoader", ratio_torch, "x", ">= 1.05", _at_least(ratio_torch, 1.05)),
+        Row("throughput / limit", ratio_limit, "x", ">= 0.95", _at_least(ratio_limit, 0.95)),
+        Row("main-process CPU per image", main_cpu, "ms", "<= 0.05", _at_most(main_cpu, 0.05)),
+        Row("main-process CPU per image, torch", _median(rounds, "torch", "main_cpu_ms"), "ms"),
+        Row("single-process pipeline per image", _median(rounds, "pipeline_ms"), "ms"),
+        Row("single-process pipeline CPU per image", pipeline_cpu, "ms"),
+        Row(
+            "worker CPU per image (timed epochs)",
+            worker_cpu,
+            "ms",
+            ">= 0.9 x pipeline CPU (no unmeasured work)",
+            _at_least(worker_cpu, 0.9 * pipeline_cpu),
+        ),
+        Row("worker CPU per image, torch", _median(rounds, "torch", "worker_cpu_ms"), "ms"),
+        Row("construct to first batch", _median(rounds, "ours", "startup_s"), "s"),
+        Row("construct to first batch, torch", _median(rounds, "torch", "startup_s"), "s"),
+        Row("start-up overhead beyond the first batch's work", overhead, "s", "<= 0.3", _at_most(overhead, 0.3)),
+        Row(
+            "peak shared memory",
+            shm_peak / _MIB,
+            "MiB",
+            f"<= {configured / _MIB:.3f} ({slots} slots), constant over epochs",
+            shm_peak <= configured and shm_constant,
+        ),
+        Row("peak RSS main process", max(e["ours"]["main_peak_rss"] for e in rounds) / _MIB, "MiB"),
+        Row("peak RSS main process, torch", max(e["torch"]["main_peak_rss"] for e in rounds) / _MIB, "MiB"),
+        Row("peak RSS workers (sum)", max(e["ours"]["workers_peak_rss"] for e in rounds) / _MIB, "MiB"),
+        Row("peak RSS workers (sum), torch", max(e["torch"]["workers_peak_rss"] for e in rounds) / _MIB, "MiB"),
+    ]
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a fixed-width text table (metric, value, target, result)."""
+    lines = [f"{'metric':<52} {'value':>16}  {'target':<44} result", "-" * 122]
+    for row in rows:
+        value = row["value"]
+        shown = "n/a" if value is None or not math.isfinite(value) else f"{value:.3f} {row['unit']}"
+        result = "" if row["passed"] is None else ("pass" if row["passed"] else "FAIL")
+        lines.append(f"{row['metric']:<52} {shown:>16}  {row['target']:<44} {result}")
+    return "\n".join(lines)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="crumpets-lightning bench",
+        description="Loader throughput against the torch DataLoader doing the same decode + AUGMENTATION_TRAIN "
+        "work (same workers, same batch size), as a table.",
+    )
+    defaults = BenchConfig()
+    parser.add_argument("--images", type=int, default=None, help=f"photos per epoch (default {defaults.images})")
+    parser.add_argument(
+        "--nworkers", type=int, default=None, help="worker processes on both sides (default: usable CPUs, at most 2)"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {defaults.batch_size}")
+    parser.add_argument("--size", type=int, default=None, help=f"output side length (default {defaults.size})")
+    parser.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {defaults.rounds})")
+    parser.add_argument("--epochs", type=int, default=None, help=f"timed epochs per round (default {defaults.epochs})")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the photos and the augmentation")
+    parser.add_argument("--data", type=Path, default=None, help="a folder of JPEGs to use instead of built photos")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round: a smoke test in seconds")
+    parser.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
+    return parser.parse_args(None if argv is None else list(argv))
+
+
+def _config(args: argparse.Namespace) -> BenchConfig:
+    config = BenchConfig(nworkers=min(2, _usable_cpus()), seed=args.seed)
+    if args.quick:
+        config = BenchConfig(
+            images=48, nworkers=min(2, _usable_cpus()), batch_size=16, size=64, rounds=1, epochs=1,
+            seed=args.seed, photo_size=(90, 120),
+        )  # fmt: skip
+    for name in ("images", "nworkers", "batch_size", "size", "rounds", "epochs"):
+        value = getattr(args, name)
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"Expected --{name.replace('_', '-')} to be a positive int but got {value}")
+            setattr(config, name, value)
+    if args.data is not None:
+        config.data = str(args.data)
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the table (the ``crumpets-lightning bench`` subcommand).
+
+    Args:
+        argv: command-line arguments (``None`` reads ``sys.argv[1:]``).
+
+    Returns:
+        0, or 1 with ``--check`` when a target is missed; 2 for bad arguments.
+    """
+    args = _parse(argv)
+    try:
+        config = _config(args)
+        if config.data is not None:
+            jpegs = load_jpegs(config.data, config.images if args.images is not None else None)
+            config.images = len(jpegs)
+        else:
+            jpegs = make_photo_jpegs(config.images, config.seed, config.photo_size)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"crumpets-lightning bench: {error}", file=sys.stderr)
+        return 2
+    sources = "photos from " + (config.data or "scikit-learn's china.jpg / flower.jpg")
+    print(
+        f"{config.images} {sources} -> {config.size}x{config.size} with AUGMENTATION_TRAIN, batch "
+        f"{config.batch_size}, {config.nworkers} workers each side, {config.rounds} rounds x {config.epochs} timed "
+        f"epochs, {_usable_cpus()} usable CPUs",
+        flush=True,
+    )
+    results = run_benchmark(config, jpegs, log=lambda text: print(text, flush=True))
+    print()
+    print(format_table(results["rows"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    missed = [row["metric"] for row in results["rows"] if row["passed"] is False]
+    if missed:
+        print(f"\nmissed targets: {', '.join(missed)}")
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
