@@ -24,7 +24,7 @@ Example::
     >>> import torch
     >>> from crumpets_lightning.data.augmentation_record import NEUTRAL_AUGMENTATION
     >>> image = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-    >>> augmentation = torch.from_numpy(NEUTRAL_AUGMENTATION).repeat(2, 1)
+    >>> augmentation = torch.tensor(NEUTRAL_AUGMENTATION).repeat(2, 1)
     >>> out = Randomizer()({"image": image, "augmentation": augmentation})
     >>> bool((out["image"] == image).all())
     True
@@ -115,6 +115,14 @@ def _reflect101_index(size: int, pad: int, device: torch.device) -> Tensor:
     return torch.where(index >= size, period - index, index)
 
 
+def _pad_reflect101(x: Tensor, dim: int, pad: int) -> Tensor:
+    """Reflect-101 padding of dimension ``dim`` (2 or 3) of a 4-d tensor, also wider than the axis itself."""
+    size = x.shape[dim]
+    if pad < size:
+        return F.pad(x, (pad, pad, 0, 0) if dim == 3 else (0, 0, pad, pad), mode="reflect")
+    return x.index_select(dim, _reflect101_index(size, pad, x.device))
+
+
 def _gaussian_kernels(sigma: Tensor, radius: int) -> Tensor:
     """Per-sample normalised 1-D kernels ``[B, 2 * radius + 1]``; each sample's own support is ``ceil(3 sigma)``.
 
@@ -151,11 +159,10 @@ def gaussian_blur(image: Tensor, sigma: Tensor) -> Tensor:
     radius = math.ceil(3.0 * largest)
     size = 2 * radius + 1
     kernels = _gaussian_kernels(sigma[selected], radius).repeat_interleave(channels, dim=0)
-    subset = image.index_select(0, selected).reshape(1, count * channels, height, width)
-    subset = subset.index_select(3, _reflect101_index(width, radius, image.device))
-    subset = F.conv2d(subset, kernels.view(-1, 1, 1, size), groups=count * channels)
-    subset = subset.index_select(2, _reflect101_index(height, radius, image.device))
-    subset = F.conv2d(subset, kernels.view(-1, 1, size, 1), groups=count * channels)
+    subset = image if count == batch else image.index_select(0, selected)
+    subset = subset.reshape(1, count * channels, height, width)
+    subset = F.conv2d(_pad_reflect101(subset, 3, radius), kernels.view(-1, 1, 1, size), groups=count * channels)
+    subset = F.conv2d(_pad_reflect101(subset, 2, radius), kernels.view(-1, 1, size, 1), groups=count * channels)
     if count == batch:
         return subset.view(batch, channels, height, width)
     return image.index_copy(0, selected, subset.view(count, channels, height, width))
@@ -183,7 +190,7 @@ def add_noise(
         weights = torch.tensor(RGB_NOISE_WEIGHTS, device=image.device, dtype=torch.float32)
     std = strength.to(torch.float32).clamp(min=0.0).unsqueeze(1) * 255.0 * weights
     noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=torch.float32)
-    return image + noise * std.view(*std.shape, 1, 1)
+    return noise.mul_(std.view(*std.shape, 1, 1)).add_(image)
 
 
 def randomize_batch(

@@ -231,3 +231,18 @@ def test_cuda_noise_statistics() -> None:
     residual = randomize_batch(image, records).float() - 128
     for c, weight in enumerate((1.0, 0.6, 1.0)):
         assert residual[:, c].std().item() == pytest.approx(0.05 * 255 * weight, rel=0.05)
+
+
+def test_batch_result_does_not_depend_on_the_other_samples() -> None:
+    image = _images(4, 3, height=10, width=12, seed=6)
+    records = _lut_records()[:4]
+    records[:, COL["blur"]] = torch.tensor([0.03, 0.08, 0.05, 0.2])  # every sample blurred, radius up to 8
+    batch = randomize_batch(image, records)
+    for i in range(4):
+        single = randomize_batch(image[i : i + 1], records[i : i + 1])
+        assert _diff(batch[i : i + 1], single) <= 1
+        sigma = float(records[i, COL["blur"]]) * 12
+        lut_only = records[i : i + 1].clone()
+        lut_only[0, COL["blur"]] = 0
+        luts = randomize_batch(image[i : i + 1], lut_only)[0].numpy()
+        assert _diff(batch[i], np.rint(_blur_reference(luts, sigma))) <= 2
