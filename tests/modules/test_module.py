@@ -263,3 +263,15 @@ def test_lightning_cli_builds_module_from_yaml(tmp_path: Any) -> None:
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["lr"] == 0.003
     scheduler = model.scheduler_factory(optimizer)
     assert isinstance(scheduler, PolyPolicy) and scheduler.power == 0.9 and scheduler.num_epochs is None
+
+
+def test_metric_arguments_are_flattened_and_copied() -> None:
+    from crumpets_lightning.modules.metrics import CombinedMetric
+
+    combined = CombinedMetric([AccuracyMetric(), AccuracyMetric(top_k=2)])
+    model = CrumpetsModule(net=_net(), metric=combined, val_metric={"acc": AccuracyMetric()})
+    assert set(model.train_metrics) == {"accuracy", "top2_accuracy"}
+    assert set(model.val_metrics) == {"acc"} and set(model.test_metrics) == {"acc"}
+    assert model.val_metrics["acc"] is not model.test_metrics["acc"]
+    with pytest.raises(TypeError, match="torchmetrics Metric"):
+        CrumpetsModule(metric={"acc": "accuracy"})  # type: ignore[dict-item]
