@@ -345,12 +345,21 @@ def make_transform(
     return np.array([[l00, l01, tx], [l10, l11, ty], [0.0, 0.0, 1.0]])
 
 
-def _min_singular_value(matrix: np.ndarray) -> float:
-    """Smallest singular value of the 2x2 linear part: the strongest downscale in any direction."""
+def _singular_values(matrix: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest singular value of the 2x2 linear part (strongest down- and upscale)."""
     p, q, r, t = float(matrix[0, 0]), float(matrix[0, 1]), float(matrix[1, 0]), float(matrix[1, 1])
     frobenius = p * p + q * q + r * r + t * t
     det = p * t - q * r
-    return math.sqrt(max(0.0, (frobenius - math.sqrt(max(0.0, frobenius * frobenius - 4 * det * det))) / 2))
+    root = math.sqrt(max(0.0, frobenius * frobenius - 4 * det * det))
+    return math.sqrt(max(0.0, (frobenius - root) / 2)), math.sqrt((frobenius + root) / 2)
+
+
+def _min_singular_value(matrix: np.ndarray) -> float:
+    return _singular_values(matrix)[0]
+
+
+def _max_singular_value(matrix: np.ndarray) -> float:
+    return _singular_values(matrix)[1]
 
 
 def _background_tuple(background: Any, channels: int) -> tuple[float, float, float, float]:
@@ -474,6 +483,12 @@ def _warp(
         matrix = matrix @ np.linalg.inv(_pixel_grid(new_w / sw, new_h / sh))
     if channels == 3 and im.dtype == np.uint8:
         im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA)
+    if _max_singular_value(matrix) > 1.0 and method != INTERP_NEAREST:
+        # Upscaling: output pixels near the image's edge sample up to half a source pixel outside it and
+        # would blend in the background (a dark fringe). One replicated source pixel around the image avoids
+        # that; samples further out still get the background.
+        im = cv2.copyMakeBorder(im, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+        matrix = matrix @ np.array([[1.0, 0.0, -1.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
     out = cv2.warpAffine(
         im,
         matrix[:2],
