@@ -275,3 +275,19 @@ def test_metric_arguments_are_flattened_and_copied() -> None:
     assert model.val_metrics["acc"] is not model.test_metrics["acc"]
     with pytest.raises(TypeError, match="torchmetrics Metric"):
         CrumpetsModule(metric={"acc": "accuracy"})  # type: ignore[dict-item]
+
+
+def test_reduce_on_plateau_is_stepped_per_epoch_on_the_monitor() -> None:
+    from crumpets_lightning.modules.policies import ReduceLROnPlateau
+
+    model = CrumpetsModule(
+        net=_net(),
+        loss=CrossEntropyLoss(),
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.0),  # nothing improves: the plateau is reached
+        scheduler=lambda o: ReduceLROnPlateau(o, patience=0, factor=0.5),
+    )
+    trainer = _trainer(max_epochs=3)
+    trainer.fit(model, _loader(32), _loader(32, seed=1))
+    config = trainer.lr_scheduler_configs[0]
+    assert config.interval == "epoch" and config.monitor == "val/loss"
+    assert config.scheduler.last_epoch == 3
