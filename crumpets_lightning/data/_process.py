@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -259,6 +260,19 @@ def _worker_main(
     _WorkerLoop(wid, template, source, layout, control, socket_dir, seed, skip_bad_samples).run(parent_pid)
 
 
+def _wait_all(processes: list[Any], timeout: float) -> list[Any]:
+    """Wait until every process ended or ``timeout`` passed; return those still running."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in processes if p.exitcode is None]
+    while alive:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        multiprocessing.connection.wait([p.sentinel for p in alive], timeout=remaining)
+        alive = [p for p in alive if p.exitcode is None]
+    return alive
+
+
 class WorkerPool:
     """The worker processes of one loader run plus the sockets to talk to them.
 
@@ -408,10 +422,13 @@ class WorkerPool:
                 with contextlib.suppress(zmq.ZMQError):
                     sender.send(b"stop", zmq.NOBLOCK)
         alive = [p for p in self.processes if p.exitcode is None]
+        for wid, process in enumerate(self.processes):
+            if not self.ready[wid] and process.exitcode is None:
+                # not listening yet (still starting or in setup()): nothing to finish, end it now
+                with contextlib.suppress(OSError):
+                    process.terminate()
         for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
-            if alive:
-                multiprocessing.connection.wait([p.sentinel for p in alive], timeout=grace)
-                alive = [p for p in alive if p.exitcode is None]
+            alive = _wait_all(alive, grace)
             if alive and action is not None:
                 for process in alive:
                     with contextlib.suppress(OSError):

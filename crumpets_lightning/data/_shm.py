@@ -184,8 +184,9 @@ class SharedBatchRing:
     A slot is *free*, *busy* (the loader assigned it to a batch the workers are writing) or *held* (its
     batch was handed to the caller). A held slot comes back only when every array made from it (and every
     tensor made from those arrays) is gone, so a batch stays valid as long as it is referenced. When the
-    caller holds every slot, :meth:`grow` adds one (warning once) up to ``max_slots``; slots beyond the
-    initial count are removed again when they come back, so memory returns to the configured size.
+    caller holds every slot, :meth:`grow` adds one (warning once) up to ``max_slots``; a slot that comes back
+    while the slots not held by the caller exceed the initial count is removed, so memory returns to the
+    configured size once the caller lets go.
 
     Args:
         layout: the batch layout of one slot.
@@ -277,7 +278,7 @@ class SharedBatchRing:
         """Give back a busy slot (or a returned held one); grown slots beyond the initial count are removed."""
         if self._closed:
             return
-        if len(self._slots) > self.base_slots:
+        if len(self._slots) - len(self._held) > self.base_slots:
             self._destroy(slot_id)
         else:
             self._free.append(slot_id)

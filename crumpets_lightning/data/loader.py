@@ -79,6 +79,7 @@ class _PendingBatch:
     slot: int | None
     chunks: list[tuple[int, int]]
     outstanding: int
+    error: BaseException | None = None
     results: dict[int, tuple[int, dict[str, list[Any]], list[tuple[object, str]], list[Any]]] = field(
         default_factory=dict
     )
@@ -750,10 +751,11 @@ class TurboDataLoader:
         runtime.pool.outstanding[wid] -= 1
         batch = runtime.inflight.get((generation, seq))
         current = self._run is not None and generation == self._run.generation
-        if kind == "error" and current:
-            raise self._error_from(header[4:])
         if batch is None:
             return
+        if kind == "error" and current and batch.error is None:
+            # raised when this batch is due, so the batches before it are still delivered
+            batch.error = self._error_from(header[4:])
         if kind == "done" and current:
             offset, written, lists, skipped = header[4:8]
             batch.results[offset] = (written, lists, skipped, frames[1:])
@@ -809,6 +811,8 @@ class TurboDataLoader:
                 batch = run.pending.get(run.next_yield)
                 if batch is None and run.nbatches is not None and run.next_yield >= run.nbatches:
                     raise StopIteration
+                if batch is not None and batch.error is not None:
+                    raise batch.error
                 if batch is not None and batch.complete:
                     break
                 waited = time.monotonic() - last_progress

@@ -1,0 +1,343 @@
+"""TurboDataLoader: iteration, shapes, lengths, determinism, shuffling, sharding, streams, shared memory."""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from crumpets_lightning.data.codec import pack_sample
+from crumpets_lightning.data.loader import TurboDataLoader
+from tests.conftest import crumpets_shm_segments, descendants
+from tests.data._helpers import DecodeWorker, EchoWorker, PartialWorker, collect, concat, synthetic_images, value_samples
+
+
+def values_of(batches):
+    return [[int(v) for m in mini_batches for v in m["value"].ravel()] for mini_batches in batches]
+
+
+def test_batches_hold_the_samples_in_order_with_worker_outputs():
+    samples = value_samples(10)
+    with TurboDataLoader(samples, 4, EchoWorker(), nworkers=2, seed=3) as loader:
+        items = [(iteration, [{k: (v.copy() if hasattr(v, "copy") else v) for k, v in m.items()} for m in mb])
+                 for iteration, mb in loader]
+    assert [iteration for iteration, _ in items] == [1, 2, 3]
+    assert values_of([mb for _, mb in items]) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    first = items[0][1][0]
+    assert first["value"].shape == (4, 1) and first["value"].dtype == np.int64
+    assert first["block"].shape == (4, 2, 3) and first["block"].dtype == np.uint8
+    assert first["key"] == ["s0", "s1", "s2", "s3"]
+    # per-sample generator = PCG64([seed, epoch, index])
+    expected = [np.random.Generator(np.random.PCG64([3, 0, i])).random() for i in range(4)]
+    np.testing.assert_array_equal(first["draw"].ravel(), expected)
+
+
+def test_packed_bytes_and_real_images_decode_in_workers():
+    images = synthetic_images(6, size=(16, 16))
+    samples = [pack_sample({"image": data, "label": i, "key": f"img{i}"}) for i, data in enumerate(images)]
+    with TurboDataLoader(samples, 3, DecodeWorker((16, 16), jitter=False), nworkers=2, seed=0) as loader:
+        batches = collect(loader)
+    got = concat(batches, "image")
+    for i, data in enumerate(images):
+        reference = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].transpose(2, 0, 1)
+        np.testing.assert_array_equal(got[i], reference)
+    assert concat(batches, "label").ravel().tolist() == list(range(6))
+
+
+@pytest.mark.parametrize(("n", "batch", "drop_last", "expected"), [(10, 4, False, 3), (10, 4, True, 2), (8, 4, True, 2)])
+def test_len_matches_the_batches_yielded(n, batch, drop_last, expected):
+    loader = TurboDataLoader(value_samples(n), batch, EchoWorker(), nworkers=1, drop_last=drop_last)
+    assert len(loader) == expected
+    batches = collect(loader)
+    loader.stop()
+    assert len(batches) == expected
+    sizes = [len(mb[0]["value"]) for mb in batches]
+    assert sizes == [batch] * (n // batch) + ([] if drop_last or n % batch == 0 else [n % batch])
+
+
+def test_mini_batches_have_no_stale_rows_in_a_short_last_batch():
+    loader = TurboDataLoader(value_samples(9), 8, PartialWorker(fill=-7), nworkers=2, num_mini_batches=4, seed=0)
+    batches = collect(loader, epochs=2)
+    loader.stop()
+    assert [len(mb) for mb in batches] == [4, 1, 4, 1]
+    assert [len(m["value"]) for m in batches[0]] == [2, 2, 2, 2]
+    assert batches[1][0]["value"].ravel().tolist() == [8]
+    assert values_of(batches) == [list(range(8)), [8]] * 2
+    # the buffers the worker did not write show their fill value, not rows of an earlier batch
+    assert all((m["draw"] == 0).all() and (m["block"] == 0).all() for mb in batches for m in mb)
+
+
+def test_num_mini_batches_must_divide_batch_size():
+    with pytest.raises(ValueError, match="divisible"):
+        TurboDataLoader(value_samples(4), 6, EchoWorker(), nworkers=1, num_mini_batches=4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -3}, "batch_size"),
+        ({"nworkers": 0}, "nworkers"),
+        ({"timeout": 0}, "timeout"),
+        ({"shared_memory": 1}, "shared_memory"),
+        ({"length": -1}, "length"),
+        ({"rank": 2, "world_size": 2}, "rank"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_naming_them(kwargs, match):
+    args = {"batch_size": 2, "nworkers": 1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        TurboDataLoader(value_samples(4), worker_template=EchoWorker(), **args)
+
+
+def test_zero_length_source_fails_clearly_at_first_use():
+    loader = TurboDataLoader([], 2, EchoWorker(), nworkers=1)
+    it = iter(loader)
+    with pytest.raises(ValueError, match="no samples"):
+        next(it)
+    assert not loader.running
+
+
+def test_worker_template_must_be_a_worker():
+    with pytest.raises(TypeError, match="Worker"):
+        TurboDataLoader(value_samples(4), 2, object(), nworkers=1)  # type: ignore[arg-type]
+
+
+def run_epochs(nworkers, seed, shuffle=True, epochs=2, **kwargs):
+    loader = TurboDataLoader(value_samples(23), 5, EchoWorker(), nworkers=nworkers, seed=seed, shuffle=shuffle, **kwargs)
+    batches = collect(loader, epochs)
+    loader.stop()
+    return batches
+
+
+def test_output_is_bitwise_identical_for_1_2_4_workers_and_across_runs():
+    reference = run_epochs(1, seed=11)
+    for nworkers in (2, 4, 2):
+        other = run_epochs(nworkers, seed=11)
+        assert len(other) == len(reference)
+        for a, b in zip(reference, other):
+            for ma, mb in zip(a, b):
+                assert ma.keys() == mb.keys()
+                for key in ("value", "draw", "block"):
+                    assert ma[key].tobytes() == mb[key].tobytes()
+                assert ma["key"] == mb["key"]
+
+
+def test_different_seeds_give_different_orders_and_draws():
+    a, b = run_epochs(2, seed=1), run_epochs(2, seed=2)
+    assert values_of(a) != values_of(b)
+    assert not np.array_equal(concat(a, "draw"), concat(b, "draw"))
+
+
+def test_seed_none_draws_a_recorded_seed():
+    a = TurboDataLoader(value_samples(4), 2, EchoWorker(), nworkers=1)
+    b = TurboDataLoader(value_samples(4), 2, EchoWorker(), nworkers=1)
+    assert isinstance(a.seed, int) and a.seed != b.seed
+
+
+def test_shuffle_is_a_new_permutation_every_epoch():
+    batches = run_epochs(2, seed=5, epochs=3)
+    per_epoch = [sum(values_of(batches[i * 5 : (i + 1) * 5]), []) for i in range(3)]
+    for order in per_epoch:
+        assert sorted(order) == list(range(23))
+    assert per_epoch[0] != per_epoch[1] != per_epoch[2]
+    assert per_epoch[0] != list(range(23))
+
+
+def test_unshuffled_epochs_keep_order_but_draw_new_augmentations():
+    batches = run_epochs(2, seed=5, shuffle=False, epochs=2)
+    first, second = batches[:5], batches[5:]
+    assert values_of(first) == values_of(second)
+    assert not np.array_equal(concat(first, "draw"), concat(second, "draw"))
+    expected = [np.random.Generator(np.random.PCG64([5, 1, i])).random() for i in range(23)]
+    np.testing.assert_array_equal(concat(second, "draw").ravel(), expected)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_sharding_is_disjoint_and_ranks_have_equal_lengths(world_size, drop_last):
+    n, batch = 23, 4
+    shards, lengths = [], []
+    for rank in range(world_size):
+        loader = TurboDataLoader(
+            value_samples(n), batch, EchoWorker(), nworkers=2, seed=9, shuffle=True, drop_last=drop_last,
+            rank=rank, world_size=world_size,
+        )
+        batches = collect(loader)
+        lengths.append((len(loader), len(batches)))
+        loader.stop()
+        shards.append(sum(values_of(batches), []))
+    assert len({length for pair in lengths for length in pair}) == 1
+    everything = sum(shards, [])
+    if drop_last:
+        assert len(everything) == len(set(everything))
+        assert len(everything) == (n // world_size) // batch * batch * world_size
+    else:
+        # every sample is seen, repeats only pad the order to a multiple of world_size
+        assert set(everything) == set(range(n))
+        assert len(everything) == math.ceil(n / world_size) * world_size
+        padding = len(everything) - n
+        assert len(everything) - len(set(everything)) == padding
+
+
+def test_set_shard_after_construction_and_not_while_running():
+    loader = TurboDataLoader(value_samples(10), 2, EchoWorker(), nworkers=1)
+    loader.set_shard(1, 2)
+    assert len(loader) == 3
+    assert sum(values_of(collect(loader)), []) == [1, 3, 5, 7, 9]
+    with pytest.raises(RuntimeError, match="set_shard"):
+        loader.set_shard(0, 2)
+    loader.stop()
+
+
+def test_streamed_list_generator_and_cycle():
+    # an iterator without length runs to exhaustion
+    loader = TurboDataLoader((s for s in value_samples(7)), 3, EchoWorker(), nworkers=2, seed=1)
+    assert values_of(collect(loader)) == [[0, 1, 2], [3, 4, 5], [6]]
+    loader.stop()
+    # itertools.cycle with length: each epoch takes `length` samples and the stream continues
+    loader = TurboDataLoader(itertools.cycle(value_samples(5)), 2, EchoWorker(), nworkers=2, length=5, seed=1)
+    assert len(loader) == 3
+    assert values_of(collect(loader, epochs=2)) == [[0, 1], [2, 3], [4], [0, 1], [2, 3], [4]]
+    loader.stop()
+    # a re-iterable that is not a sequence is iterated afresh each epoch; packed bytes work too
+    class Reiterable:
+        def __iter__(self):
+            return iter([pack_sample(s) for s in value_samples(4)])
+
+    loader = TurboDataLoader(Reiterable(), 4, EchoWorker(), nworkers=1, seed=2)
+    batches = collect(loader, epochs=2)
+    loader.stop()
+    assert values_of(batches) == [[0, 1, 2, 3]] * 2
+    # streamed samples get the generator of their position in the stream
+    expected = [np.random.Generator(np.random.PCG64([2, 1, i])).random() for i in range(4)]
+    np.testing.assert_array_equal(batches[1][0]["draw"].ravel(), expected)
+
+
+def test_streamed_iterator_that_runs_out_before_length_fails_clearly():
+    loader = TurboDataLoader(iter(value_samples(3)), 2, EchoWorker(), nworkers=1, length=3)
+    collect(loader)
+    with pytest.raises(ValueError, match="ended after 0 samples"):
+        collect(loader)
+    loader.stop()
+
+
+def test_streamed_input_cannot_shuffle():
+    with pytest.raises(ValueError, match="shuffle"):
+        TurboDataLoader(iter(value_samples(3)), 2, EchoWorker(), nworkers=1, shuffle=True)
+
+
+def test_iter_starts_no_processes():
+    loader = TurboDataLoader(value_samples(6), 2, EchoWorker(), nworkers=2)
+    before = set(descendants())
+    it = iter(loader)
+    iter(loader)
+    assert set(descendants()) == before and not loader.running
+    next(it)
+    assert loader.running and len(loader.worker_pids) == 2
+    loader.stop()
+    assert not loader.running
+
+
+def test_abandoned_iterator_then_fresh_iterator_yields_a_full_epoch():
+    loader = TurboDataLoader(value_samples(30), 4, EchoWorker(), nworkers=2, seed=4, shuffle=True)
+    reference_loader = TurboDataLoader(value_samples(30), 4, EchoWorker(), nworkers=2, seed=4, shuffle=True)
+    reference = collect(reference_loader, epochs=2)
+    reference_loader.stop()
+    it = iter(loader)
+    next(it)
+    next(it)  # abandoned midway (like Lightning's sanity check or limit_train_batches)
+    loader.set_epoch(1)
+    fresh = collect(loader)
+    assert len(fresh) == len(loader) == 8
+    assert values_of(fresh) == values_of(reference[8:])
+    with pytest.raises(RuntimeError, match="superseded"):
+        next(it)
+    loader.stop()
+
+
+def test_set_epoch_before_or_after_iter_takes_effect():
+    def epoch_values(order):
+        loader = TurboDataLoader(value_samples(12), 4, EchoWorker(), nworkers=1, seed=8, shuffle=True)
+        if order == "before":
+            loader.set_epoch(5)
+            it = iter(loader)
+        else:
+            it = iter(loader)
+            loader.set_epoch(5)
+        out = [mb[0]["value"].ravel().tolist() for _, mb in it]
+        loader.stop()
+        assert loader.epoch == 6
+        return out
+
+    before, after = epoch_values("before"), epoch_values("after")
+    assert before == after
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([8, 5], spawn_key=(0x53485546,))))
+    assert sum(before, []) == rng.permutation(12).tolist()
+
+
+def test_epochs_auto_increment_without_set_epoch():
+    loader = TurboDataLoader(value_samples(4), 4, EchoWorker(), nworkers=1, seed=1)
+    assert loader.epoch == 0
+    draws = [concat(collect(loader), "draw").ravel() for _ in range(3)]
+    loader.stop()
+    for epoch, got in enumerate(draws):
+        np.testing.assert_array_equal(got, [np.random.Generator(np.random.PCG64([1, epoch, i])).random() for i in range(4)])
+
+
+def test_batches_are_views_of_shared_memory_and_stay_valid_while_held():
+    loader = TurboDataLoader(value_samples(40), 4, EchoWorker(), nworkers=1, seed=0, shared_memory=2)
+    held = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _, mini_batches in loader:
+            held.append(mini_batches[0]["value"])  # hold 3 batches at most, more than the 2 slots
+            if len(held) > 3:
+                held.pop(0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "holds all" in messages[0]
+    assert [a.ravel().tolist() for a in held] == [[28, 29, 30, 31], [32, 33, 34, 35], [36, 37, 38, 39]]
+    assert not held[0].flags.owndata
+    runtime = loader._holder.runtime
+    grown = len(runtime.ring)
+    assert grown > 2
+    held.clear()
+    del mini_batches
+    gc.collect()
+    collect(loader)  # released grown slots are removed again
+    assert len(runtime.ring) == 2
+    segments = crumpets_shm_segments()
+    loader.stop()
+    assert len(segments - crumpets_shm_segments()) == 2
+
+
+def test_holding_every_batch_raises_a_clear_error_not_a_hang():
+    loader = TurboDataLoader(value_samples(40), 2, EchoWorker(), nworkers=1, shared_memory=2)
+    held = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="release batches"):
+            for _, mini_batches in loader:
+                held.append(mini_batches)
+    assert len(held) == 8  # 4x the configured slots
+    assert held[0][0]["value"].ravel().tolist() == [0, 1]  # earlier batches were never overwritten
+    assert not loader.running
+
+
+def test_without_shared_memory_results_arrive_as_copies():
+    a = run_epochs(2, seed=3, shared_memory=False)
+    b = run_epochs(1, seed=3)
+    assert values_of(a) == values_of(b)
+    np.testing.assert_array_equal(concat(a, "block"), concat(b, "block"))
+    assert a[0][0]["value"].flags.owndata or a[0][0]["value"].base is not None
+
+
+def test_repr_names_the_configuration():
+    loader = TurboDataLoader(value_samples(4), 2, EchoWorker(), nworkers=1, seed=5, name="train")
+    text = repr(loader)
+    assert "train" in text and "batch_size=2" in text and "seed=5" in text and "EchoWorker" in text
