@@ -1,0 +1,79 @@
+"""TorchTurboDataLoader: tensors that are zero-copy views of shared memory on the CPU; CUDA copies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crumpets_lightning.data.loader import TurboDataLoader
+from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
+from tests.data._helpers import EchoWorker, collect, value_samples
+
+
+def test_cpu_tensors_are_views_of_the_shared_memory_slot():
+    loader = TorchTurboDataLoader(value_samples(8), 4, EchoWorker(), nworkers=2, seed=1)
+    iteration, mini_batches = next(iter(loader))
+    batch = mini_batches[0]
+    assert iteration == 1
+    assert isinstance(batch["value"], torch.Tensor) and batch["value"].dtype == torch.int64
+    assert batch["value"].shape == (4, 1) and batch["block"].shape == (4, 2, 3)
+    assert batch["key"] == ["s0", "s1", "s2", "s3"]
+    # the tensor's memory lies inside the slot's mapping: writing through the ring's own view shows in it
+    runtime = loader._holder.runtime
+    slot_views = [runtime.ring.views(slot) for slot in list(runtime.ring._slots)]
+    hits = [views for views in slot_views if views["value"][:4].ctypes.data == batch["value"].data_ptr()]
+    assert len(hits) == 1
+    hits[0]["value"][0, 0] = 12345
+    assert int(batch["value"][0, 0]) == 12345
+    del batch, mini_batches, hits, slot_views
+    loader.stop()
+
+
+def test_torch_loader_yields_the_same_data_as_the_numpy_loader():
+    a = TorchTurboDataLoader(value_samples(10), 4, EchoWorker(), nworkers=2, seed=4, shuffle=True, num_mini_batches=2)
+    b = TurboDataLoader(value_samples(10), 4, EchoWorker(), nworkers=1, seed=4, shuffle=True, num_mini_batches=2)
+    got = [[{k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in m.items()} for m in mb] for _, mb in a]
+    want = collect(b)
+    a.stop()
+    b.stop()
+    assert len(got) == len(want) == 3
+    for mini_a, mini_b in zip(got, want):
+        assert len(mini_a) == len(mini_b)
+        for ma, mb in zip(mini_a, mini_b):
+            for key in ("value", "draw", "block"):
+                np.testing.assert_array_equal(ma[key].numpy(), mb[key])
+
+
+def test_gpu_augmentation_flag_reaches_the_worker_template():
+    worker = EchoWorker()
+    TorchTurboDataLoader(value_samples(4), 2, worker, nworkers=1, gpu_augmentation=True)
+    assert worker.gpu_augmentation is True
+
+
+def test_cuda_device_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA"):
+        TorchTurboDataLoader(value_samples(4), 2, EchoWorker(), nworkers=1, device="cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_batches_match_the_cpu_batches_and_resume_counts_delivered_batches():
+    cuda = TorchTurboDataLoader(value_samples(20), 4, EchoWorker(), nworkers=2, seed=3, shuffle=True, device="cuda")
+    cpu = TurboDataLoader(value_samples(20), 4, EchoWorker(), nworkers=2, seed=3, shuffle=True)
+    want = collect(cpu)
+    it = iter(cuda)
+    got = []
+    for _ in range(2):
+        _, mini_batches = next(it)
+        assert mini_batches[0]["value"].device.type == "cuda"
+        got.append(mini_batches[0]["value"].cpu().numpy())
+    state = cuda.state_dict()
+    assert state["batches_done"] == 2
+    resumed = TorchTurboDataLoader(value_samples(20), 4, EchoWorker(), nworkers=1, seed=3, shuffle=True, device="cuda")
+    resumed.load_state_dict(state)
+    got += [mb[0]["value"].cpu().numpy() for _, mb in resumed]
+    for loader in (cuda, cpu, resumed):
+        loader.stop()
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate([mb[0]["value"] for mb in want]))
