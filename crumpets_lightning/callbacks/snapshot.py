@@ -78,6 +78,9 @@ def _gather_rng_states(trainer: pl.Trainer) -> list[dict[str, Any]]:
     local = _collect_rng_state()
     if trainer.world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return [local]
+    if trainer.interrupted:
+        # A checkpoint saved while handling an exception may run on one rank only: a collective would hang.
+        return [local]
     # Every rank runs the checkpoint hooks (Lightning requires save_checkpoint on all processes).
     gathered: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, local)

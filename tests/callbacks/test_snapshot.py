@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -12,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from crumpets_lightning.callbacks.snapshot import RNG_STATES_KEY, Snapshot, load_snapshot
+from crumpets_lightning.callbacks.snapshot import RNG_STATES_KEY, Snapshot, _gather_rng_states, load_snapshot
 from tests.callbacks._helpers import DictDataset, DictModule, StatefulDataLoader, loaders, make_trainer
 
 
@@ -197,3 +199,49 @@ def test_built_from_a_config_like_lightning_cli(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, max_epochs=2, callbacks=[snapshot])
     trainer.fit(DictModule(), loaders(batch_size=4, train=8)[0])
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["epoch_00.ckpt", "epoch_01.ckpt", "last.ckpt"]
+
+
+def _gather_on_rank(rank: int, folder: str) -> None:
+    """One of two forked processes: seed per rank, gather the RNG states over gloo, save what came back."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+    try:
+        random.seed(100 + rank)
+        np.random.seed(200 + rank)
+        torch.manual_seed(300 + rank)
+        own = {
+            "python": list(random.getstate()[1]),
+            "numpy": np.random.get_state()[1].tolist(),
+            "torch": torch.get_rng_state(),
+        }
+        gathered = _gather_rng_states(SimpleNamespace(world_size=2, interrupted=False))  # type: ignore[arg-type]
+        local_only = _gather_rng_states(SimpleNamespace(world_size=2, interrupted=True))  # type: ignore[arg-type]
+        torch.save({"own": own, "gathered": gathered, "local_only": local_only}, f"{folder}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_gathers_every_ranks_rng_state(tmp_path: Path) -> None:
+    """Under DDP each rank's states are gathered into the checkpoint (2 forked gloo processes, no re-import)."""
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_gather_on_rank, args=(rank, str(tmp_path))) for rank in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert [process.exitcode for process in processes] == [0, 0]
+    results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+    for result in results:
+        assert len(result["gathered"]) == 2
+        for rank, state in enumerate(result["gathered"]):
+            own = results[rank]["own"]
+            assert state["python"]["state"].tolist() == own["python"]
+            assert state["numpy"]["key"].tolist() == own["numpy"]
+            assert torch.equal(state["torch"], own["torch"])
+        # while handling an exception (possibly on one rank only) no collective runs: the local state only
+        (local,) = result["local_only"]
+        assert torch.equal(local["torch"], result["own"]["torch"])
+    assert not torch.equal(results[0]["own"]["torch"], results[1]["own"]["torch"])
