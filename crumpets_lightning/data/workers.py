@@ -98,7 +98,21 @@ def _field(sample: Mapping[str, Any], key: str, sample_key: object) -> Any:
     return sample[key]
 
 
-def _from_unit(size: Sequence[int]) -> np.ndarray:
+def _decoded_extent(decoded: Sequence[int], full: Sequence[int]) -> tuple[float, float]:
+    """The extent, in decoded pixels, that the full image covers.
+
+    JPEG decoding at reduced scale uses factors of ``n / 8`` and rounds the size up, so a 427-row image
+    decoded at 1/8 has 54 rows of which only 53.375 are image. Geometry must use the exact extent, or
+    targets and gaze points drift by up to a pixel against the image.
+    """
+    height, width = float(full[0]), float(full[1])
+    if (int(decoded[0]), int(decoded[1])) == (int(height), int(width)) or width <= 0:
+        return float(decoded[0]), float(decoded[1])
+    factor = round(8 * decoded[1] / width) / 8
+    return height * factor, width * factor
+
+
+def _from_unit(size: Sequence[float]) -> np.ndarray:
     """3x3 map from unit coordinates ``(x + 0.5) / W`` of an ``H x W`` image to its pixel coordinates."""
     height, width = float(size[0]), float(size[1])
     return np.array([[width, 0.0, -0.5], [0.0, height, -0.5], [0.0, 0.0, 1.0]])
@@ -195,9 +209,10 @@ class ImageWorker(BufferWorker):
         Raises:
             SampleError: the image cannot be decoded or a parameter is invalid.
         """
-        im, _ = self._decode_for(key, data, params)
-        matrix = self._write_decoded(im, buffers, params, key)
-        return matrix @ _from_unit(im.shape[:2])
+        im, full = self._decode_for(key, data, params)
+        extent = _decoded_extent(im.shape[:2], full)
+        matrix = self._write_decoded(im, buffers, params, key, extent)
+        return matrix @ _from_unit(extent)
 
     def _decode_for(self, key: str, data: Any, params: Mapping[str, Any]) -> tuple[np.ndarray, tuple[int, int]]:
         """Decode ``data`` for buffer ``key`` (reduced when much larger than needed); also its full size."""
@@ -209,13 +224,18 @@ class ImageWorker(BufferWorker):
             raise SampleError(f"field {key!r}: {error.message}", self.sample_key) from None
 
     def _write_decoded(
-        self, im: np.ndarray, buffers: dict[str, np.ndarray], params: Mapping[str, Any], key: str
+        self,
+        im: np.ndarray,
+        buffers: dict[str, np.ndarray],
+        params: Mapping[str, Any],
+        key: str,
+        extent: tuple[float, float] | None = None,
     ) -> np.ndarray:
         """Warp a decoded (RGB, RGBA or gray) image into buffer ``key``; returns the pixel-coordinate matrix."""
         spec = self._buffer_specs[key]
         color = spec[0][0] == 3
         try:
-            matrix, out = self._warp(im, params, spec)
+            matrix, out = self._warp(im, params, spec, extent)
             row = augmentation_row(
                 bool(params.get("color", True)) and color, params.get("gamma_gray"), params.get("gamma_color"),
                 params.get("contrast"), params.get("noise"), params.get("blur"),
@@ -234,11 +254,13 @@ class ImageWorker(BufferWorker):
             apply_pixel_ops_chw(buffer, row, self.rng, is_rgb=is_rgb)  # in place, one plane at a time
         return matrix
 
-    def _warp(self, im: np.ndarray, params: Mapping[str, Any], spec: BufferSpec) -> tuple[np.ndarray, np.ndarray]:
+    def _warp(
+        self, im: np.ndarray, params: Mapping[str, Any], spec: BufferSpec, extent: tuple[float, float] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One warp of ``im`` to the spec's size; returns the matrix and the HWC result (RGBA for colour)."""
         _, height, width = spec[0]
         matrix = make_transform(
-            im.shape[:2],
+            extent if extent is not None else im.shape[:2],
             (height, width),
             params.get("angle", 0),
             params.get("scale", 1),
@@ -661,11 +683,12 @@ class SaliencyWorker(ImageWorker):
         points = self._points(sample)
         params = self.draw_params("image")
         im, source = self._decode_for("image", data, params)
-        matrix = self._write_decoded(im, buffers, params, "image")
+        extent = _decoded_extent(im.shape[:2], source)
+        matrix = self._write_decoded(im, buffers, params, "image", extent)
         image_h, image_w = self._buffer_specs["image"][0][1:]
         _, target_h, target_w = self._buffer_specs["target_image"][0]
         # full-size source pixels -> decoded pixels -> image buffer -> target map
-        to_decoded = _from_unit(im.shape[:2]) @ np.linalg.inv(_from_unit(source))
+        to_decoded = _from_unit(extent) @ np.linalg.inv(_from_unit(source))
         full = _pixel_grid(target_w / image_w, target_h / image_h) @ matrix @ to_decoded
         xy = points[:, ::-1]
         mapped = xy @ full[:2, :2].T + full[:2, 2]
