@@ -160,8 +160,13 @@ class _WorkerLoop:
     @staticmethod
     def _describe(error: BaseException, key: object) -> tuple[str, str, object, str, bool]:
         if isinstance(error, SampleError):
-            return (type(error).__name__, error.message, key if error.key is None else error.key,
-                    traceback.format_exc(), True)
+            return (
+                type(error).__name__,
+                error.message,
+                key if error.key is None else error.key,
+                traceback.format_exc(),
+                True,
+            )
         return (type(error).__name__, str(error), key, traceback.format_exc(), False)
 
     def _views(self, name: str) -> dict[str, np.ndarray]:
@@ -179,14 +184,14 @@ class _WorkerLoop:
             try:
                 payload = self.source[index]
             except Exception as error:
-                raise SampleError(f"reading it from the source failed: {type(error).__name__}: {error}", index) from error
+                raise SampleError(
+                    f"reading it from the source failed: {type(error).__name__}: {error}", index
+                ) from error
         if isinstance(payload, (bytes, bytearray, memoryview)):
             return unpack_sample(payload, key=index)
         if isinstance(payload, dict):
             return payload
-        raise SampleError(
-            f"a sample must be a dict or msgpack-packed bytes, got {type(payload).__name__}", index
-        )
+        raise SampleError(f"a sample must be a dict or msgpack-packed bytes, got {type(payload).__name__}", index)
 
     def _process(self, chunk: Chunk) -> list[Any]:
         generation = chunk.generation
@@ -302,7 +307,7 @@ class WorkerPool:
         self.socket_dir = tempfile.mkdtemp(prefix=f"{RESOURCE_PREFIX}{self.owner_pid}-")
         self._control_memory = mmap.mmap(-1, 16)
         self._control = np.frombuffer(self._control_memory, dtype=np.int64, count=2)
-        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.processes: list[Any] = []
         self.ready: list[bool] = [False] * nworkers
         self.outstanding: list[int] = [0] * nworkers
         self._senders: list[zmq.Socket | None] = [None] * nworkers

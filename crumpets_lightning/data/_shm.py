@@ -13,6 +13,7 @@ recognised and removed by :func:`sweep_stale_resources`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import math
 import mmap
@@ -121,10 +122,8 @@ def segment_exists(name: str) -> bool:
 
 def unlink_segment(name: str) -> None:
     """Remove the segment's name (memory goes once every mapping is gone); a missing name is fine."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(_path(name))
-    except FileNotFoundError:
-        pass
 
 
 def _pid_alive(pid: int) -> bool:
@@ -235,10 +234,9 @@ class SharedBatchRing:
         slot = self._slots.pop(slot_id)
         unlink_segment(slot.name)
         slot.views.clear()
-        try:
+        # BufferError: someone still references the memory; it is unmapped when they let go
+        with contextlib.suppress(BufferError):
             slot.memory.close()
-        except BufferError:
-            pass  # someone still references the memory: it is unmapped when they let go
 
     def _collect_returned(self) -> None:
         while self._returned:

@@ -121,7 +121,7 @@ def _decode_array(obj: dict[str, Any], key: object) -> Any:
 def _make_object_hook(key: object) -> Any:
     def object_hook(obj: dict[Any, Any]) -> Any:
         decoded = {_text(k): v for k, v in obj.items()}
-        if "nd" in decoded and _ARRAY_KEYS <= decoded.keys():
+        if "nd" in decoded and decoded.keys() >= _ARRAY_KEYS:
             return _decode_array(decoded, key)
         if decoded.get("complex") is True and isinstance(decoded.get("data"), (str, bytes)) and len(decoded) == 2:
             try:

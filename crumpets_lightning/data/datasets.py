@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -110,10 +111,8 @@ class MsgpackDataset(Sequence[bytes]):
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
         if fd is not None and self._pid == os.getpid():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def __repr__(self) -> str:
         return f"MsgpackDataset({str(self.path)!r}, samples={len(self)})"
@@ -241,11 +240,13 @@ def open_source(source: Any) -> Sequence[Any]:
             return ImageFolderDataset(path)
         if path.is_file():
             return MsgpackDataset(path)
-        raise FileNotFoundError(f"Data source {str(path)!r} does not exist (expected a msgpack file or an image folder)")
+        raise FileNotFoundError(
+            f"Data source {str(path)!r} does not exist (expected a msgpack file or an image folder)"
+        )
     if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
         return source
     if hasattr(source, "__len__") and hasattr(source, "__getitem__"):
-        return source  # type: ignore[no-any-return]
+        return source
     raise TypeError(
         f"Data source must be a path to a msgpack file or image folder, or a sequence of samples; got "
         f"{type(source).__name__}"

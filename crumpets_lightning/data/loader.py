@@ -28,6 +28,7 @@ the DataModule uses.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import itertools
 import math
@@ -37,7 +38,7 @@ import secrets
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -506,10 +507,9 @@ class TurboDataLoader:
         if self._length == 0:
             raise ValueError(f"{self.name}: length is 0, there is nothing to load")
         sweep_stale_resources()
-        try:
-            import cv2  # noqa: F401  - imported once here so forked workers can limit its threads
-        except ImportError:
-            pass
+        # imported once here so forked workers can limit its threads
+        with contextlib.suppress(ImportError):
+            import cv2  # noqa: F401
         layout = BatchLayout(self.worker_template.buffer_specs, self.batch_size)
         ring = None
         if self._nslots:
@@ -570,10 +570,7 @@ class TurboDataLoader:
         ws = self.world_size
         if ws == 1:
             return order
-        if self.drop_last:
-            order = order[: len(order) // ws * ws]
-        else:
-            order = np.resize(order, len(order) + (-len(order)) % ws)
+        order = order[: len(order) // ws * ws] if self.drop_last else np.resize(order, len(order) + -len(order) % ws)
         return order[self.rank :: ws]
 
     def _begin_run(self) -> _EpochRun:
@@ -599,8 +596,8 @@ class TurboDataLoader:
                 raise ValueError(
                     f"{self.name}: a streamed source needs `length` when sharded over {self.world_size} ranks"
                 )
-            nbatches = None if self._length is None else len(self)
-            run = _EpochRun(self._generation, epoch, first, nbatches, None, stream=self._stream_for_epoch())
+            stream_batches = None if self._length is None else len(self)
+            run = _EpochRun(self._generation, epoch, first, stream_batches, None, stream=self._stream_for_epoch())
         run.next_assign = run.next_yield = first
         self._run = run
         return run
@@ -882,11 +879,11 @@ class TurboDataLoader:
         if self.num_mini_batches == 1:
             return [{**arrays, **lists}]
         size = self.batch_size // self.num_mini_batches
-        mini_batches = []
+        mini_batches: list[dict[str, Any]] = []
         for start in itertools.islice(itertools.count(0, size), self.num_mini_batches):
             if start >= total and mini_batches:
                 break
-            mini = {key: array[start : start + size] for key, array in arrays.items()}
+            mini: dict[str, Any] = {key: array[start : start + size] for key, array in arrays.items()}
             for key, values in lists.items():
                 mini[key] = values[start : start + size] if len(values) == total else values
             mini_batches.append(mini)

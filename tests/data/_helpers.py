@@ -175,7 +175,9 @@ def collect(loader: Any, epochs: int = 1) -> list[list[dict[str, Any]]]:
     out = []
     for _ in range(epochs):
         for _, mini_batches in loader:
-            out.append([{k: (v.copy() if isinstance(v, np.ndarray) else list(v)) for k, v in m.items()} for m in mini_batches])
+            out.append(
+                [{k: (v.copy() if isinstance(v, np.ndarray) else list(v)) for k, v in m.items()} for m in mini_batches]
+            )
     return out
 
 

@@ -18,8 +18,10 @@ from tests.data._helpers import DecodeWorker, collect, concat, photo_crops
 
 
 def test_write_then_read_msgpack_round_trip(tmp_path):
-    samples = [{"image": bytes([i]) * (10 + i), "label": i, "key": f"k{i}", "arr": np.arange(i, dtype=np.int16)}
-               for i in range(7)]
+    samples = [
+        {"image": bytes([i]) * (10 + i), "label": i, "key": f"k{i}", "arr": np.arange(i, dtype=np.int16)}
+        for i in range(7)
+    ]
     seen = []
     path = tmp_path / "data.msgpack"
     assert write_msgpack(samples, path, progress=seen.append) == 7
@@ -44,7 +46,9 @@ def test_msgpack_dataset_reads_files_written_by_msgpack_numpy_and_survives_pickl
     path = tmp_path / "ref.msgpack"
     with open(path, "wb") as f:
         for i in range(5):
-            f.write(msgpack.packb({"value": np.int64(i), "key": f"r{i}"}, use_bin_type=True, default=msgpack_numpy.encode))
+            f.write(
+                msgpack.packb({"value": np.int64(i), "key": f"r{i}"}, use_bin_type=True, default=msgpack_numpy.encode)
+            )
     dataset = pickle.loads(pickle.dumps(MsgpackDataset(path)))
     assert unpack_sample(dataset[4])["value"] == 4
     read, write = os.pipe()
@@ -60,7 +64,7 @@ def test_msgpack_dataset_reads_files_written_by_msgpack_numpy_and_survives_pickl
 
 
 def test_corrupt_and_missing_msgpack_files_name_path_and_offset(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.msgpack"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.msgpack"):
         MsgpackDataset(tmp_path / "nope.msgpack")
     path = tmp_path / "cut.msgpack"
     good = pack_sample({"a": 1})

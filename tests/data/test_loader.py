@@ -14,7 +14,19 @@ import pytest
 from crumpets_lightning.data.codec import pack_sample
 from crumpets_lightning.data.loader import TurboDataLoader
 from tests.conftest import crumpets_shm_segments, descendants
-from tests.data._helpers import DecodeWorker, EchoWorker, PartialWorker, collect, concat, synthetic_images, value_samples
+from tests.data._helpers import (
+    DecodeWorker,
+    EchoWorker,
+    PartialWorker,
+    collect,
+    concat,
+    synthetic_images,
+    value_samples,
+)
+
+
+def flatten(lists):
+    return [x for sub in lists for x in sub]
 
 
 def values_of(batches):
@@ -24,8 +36,10 @@ def values_of(batches):
 def test_batches_hold_the_samples_in_order_with_worker_outputs():
     samples = value_samples(10)
     with TurboDataLoader(samples, 4, EchoWorker(), nworkers=2, seed=3) as loader:
-        items = [(iteration, [{k: (v.copy() if hasattr(v, "copy") else v) for k, v in m.items()} for m in mb])
-                 for iteration, mb in loader]
+        items = [
+            (iteration, [{k: (v.copy() if hasattr(v, "copy") else v) for k, v in m.items()} for m in mb])
+            for iteration, mb in loader
+        ]
     assert [iteration for iteration, _ in items] == [1, 2, 3]
     assert values_of([mb for _, mb in items]) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     first = items[0][1][0]
@@ -49,7 +63,9 @@ def test_packed_bytes_and_real_images_decode_in_workers():
     assert concat(batches, "label").ravel().tolist() == list(range(6))
 
 
-@pytest.mark.parametrize(("n", "batch", "drop_last", "expected"), [(10, 4, False, 3), (10, 4, True, 2), (8, 4, True, 2)])
+@pytest.mark.parametrize(
+    ("n", "batch", "drop_last", "expected"), [(10, 4, False, 3), (10, 4, True, 2), (8, 4, True, 2)]
+)
 def test_len_matches_the_batches_yielded(n, batch, drop_last, expected):
     loader = TurboDataLoader(value_samples(n), batch, EchoWorker(), nworkers=1, drop_last=drop_last)
     assert len(loader) == expected
@@ -109,7 +125,9 @@ def test_worker_template_must_be_a_worker():
 
 
 def run_epochs(nworkers, seed, shuffle=True, epochs=2, **kwargs):
-    loader = TurboDataLoader(value_samples(23), 5, EchoWorker(), nworkers=nworkers, seed=seed, shuffle=shuffle, **kwargs)
+    loader = TurboDataLoader(
+        value_samples(23), 5, EchoWorker(), nworkers=nworkers, seed=seed, shuffle=shuffle, **kwargs
+    )
     batches = collect(loader, epochs)
     loader.stop()
     return batches
@@ -142,7 +160,7 @@ def test_seed_none_draws_a_recorded_seed():
 
 def test_shuffle_is_a_new_permutation_every_epoch():
     batches = run_epochs(2, seed=5, epochs=3)
-    per_epoch = [sum(values_of(batches[i * 5 : (i + 1) * 5]), []) for i in range(3)]
+    per_epoch = [flatten(values_of(batches[i * 5 : (i + 1) * 5])) for i in range(3)]
     for order in per_epoch:
         assert sorted(order) == list(range(23))
     assert per_epoch[0] != per_epoch[1] != per_epoch[2]
@@ -165,15 +183,22 @@ def test_sharding_is_disjoint_and_ranks_have_equal_lengths(world_size, drop_last
     shards, lengths = [], []
     for rank in range(world_size):
         loader = TurboDataLoader(
-            value_samples(n), batch, EchoWorker(), nworkers=2, seed=9, shuffle=True, drop_last=drop_last,
-            rank=rank, world_size=world_size,
+            value_samples(n),
+            batch,
+            EchoWorker(),
+            nworkers=2,
+            seed=9,
+            shuffle=True,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
         )
         batches = collect(loader)
         lengths.append((len(loader), len(batches)))
         loader.stop()
-        shards.append(sum(values_of(batches), []))
+        shards.append(flatten(values_of(batches)))
     assert len({length for pair in lengths for length in pair}) == 1
-    everything = sum(shards, [])
+    everything = flatten(shards)
     if drop_last:
         assert len(everything) == len(set(everything))
         assert len(everything) == (n // world_size) // batch * batch * world_size
@@ -189,7 +214,7 @@ def test_set_shard_after_construction_and_not_while_running():
     loader = TurboDataLoader(value_samples(10), 2, EchoWorker(), nworkers=1)
     loader.set_shard(1, 2)
     assert len(loader) == 3
-    assert sum(values_of(collect(loader)), []) == [1, 3, 5, 7, 9]
+    assert flatten(values_of(collect(loader))) == [1, 3, 5, 7, 9]
     with pytest.raises(RuntimeError, match="set_shard"):
         loader.set_shard(0, 2)
     loader.stop()
@@ -205,6 +230,7 @@ def test_streamed_list_generator_and_cycle():
     assert len(loader) == 3
     assert values_of(collect(loader, epochs=2)) == [[0, 1], [2, 3], [4], [0, 1], [2, 3], [4]]
     loader.stop()
+
     # a re-iterable that is not a sequence is iterated afresh each epoch; packed bytes work too
     class Reiterable:
         def __iter__(self):
@@ -278,7 +304,7 @@ def test_set_epoch_before_or_after_iter_takes_effect():
     before, after = epoch_values("before"), epoch_values("after")
     assert before == after
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([8, 5], spawn_key=(0x53485546,))))
-    assert sum(before, []) == rng.permutation(12).tolist()
+    assert flatten(before) == rng.permutation(12).tolist()
 
 
 def test_epochs_auto_increment_without_set_epoch():
@@ -287,7 +313,9 @@ def test_epochs_auto_increment_without_set_epoch():
     draws = [concat(collect(loader), "draw").ravel() for _ in range(3)]
     loader.stop()
     for epoch, got in enumerate(draws):
-        np.testing.assert_array_equal(got, [np.random.Generator(np.random.PCG64([1, epoch, i])).random() for i in range(4)])
+        np.testing.assert_array_equal(
+            got, [np.random.Generator(np.random.PCG64([1, epoch, i])).random() for i in range(4)]
+        )
 
 
 def test_batches_are_views_of_shared_memory_and_stay_valid_while_held():

@@ -42,8 +42,11 @@ def drain(loader):
 
 @pytest.mark.parametrize(
     ("error", "type_name", "text"),
-    [("value", "ValueError", "cannot handle value 13"), ("custom", "CustomWorkerProblem", "custom failure"),
-     ("key", "KeyError", "missing_field")],
+    [
+        ("value", "ValueError", "cannot handle value 13"),
+        ("custom", "CustomWorkerProblem", "custom failure"),
+        ("key", "KeyError", "missing_field"),
+    ],
 )
 def test_worker_exception_raises_with_key_and_traceback(error, type_name, text):
     loader = TurboDataLoader(value_samples(40), 4, FailingWorker(13, error), nworkers=2, seed=0)
@@ -80,7 +83,7 @@ def test_skip_bad_samples_drops_and_counts_them():
         batches = collect(loader)
     loader.stop()
     assert [m[0]["value"].ravel().tolist() for m in batches] == [[0, 1, 2], [4, 5, 6, 7], [9]]
-    assert [m[0]["key"] for m in batches][0] == ["s0", "s1", "s2"]
+    assert next(m[0]["key"] for m in batches) == ["s0", "s1", "s2"]
     assert loader.skipped_samples == ["broken-3", "broken-8"]
     # rows were compacted: the draws belong to the samples that are there
     np.testing.assert_array_equal(
@@ -105,7 +108,7 @@ def test_setup_failure_is_reported():
 def test_worker_dying_raises_within_seconds(worker):
     loader = TurboDataLoader(value_samples(40), 4, worker, nworkers=2)
     start = time.monotonic()
-    with pytest.raises(WorkerDiedError, match="SIGKILL|code 3") as info:
+    with pytest.raises(WorkerDiedError, match=r"SIGKILL|code 3") as info:
         drain(loader)
     assert time.monotonic() - start < 10
     assert "pid" in str(info.value)
@@ -294,5 +297,6 @@ def test_garbage_collected_loader_stops_its_workers():
         import gc
 
         gc.collect()
-    assert not any(Path(f"/proc/{pid}").exists() and open(f"/proc/{pid}/stat").read().split()[2] != "Z"
-                   for pid in pids)
+    assert not any(
+        Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" for pid in pids
+    )
