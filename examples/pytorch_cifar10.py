@@ -172,11 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_sanity_val_steps=0,
         )
         trainer.fit(model, datamodule=datamodule)
-        metrics = trainer.callback_metrics
+        train_loss = float(trainer.callback_metrics["train/loss_epoch"])
+        (results,) = trainer.validate(model, datamodule=datamodule, verbose=False)
         print(
-            f"after {trainer.current_epoch} epochs ({trainer.global_step} steps): "
-            f"train loss {float(metrics['train/loss_epoch']):.4f}, "
-            f"val loss {float(metrics['val/loss']):.4f}, val accuracy {float(metrics['val/accuracy']):.4f}"
+            f"after {trainer.current_epoch} epochs ({trainer.global_step} steps): train loss {train_loss:.4f}, "
+            f"val loss {results['val/loss']:.4f}, val accuracy {results['val/accuracy']:.4f}"
         )
     return 0
 

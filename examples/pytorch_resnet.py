@@ -139,7 +139,7 @@ def console_hooks(print_every: int) -> CrumpetsHooks:
     def print_loss(state: dict[str, Any], metric: dict[str, Any], loss: torch.Tensor, output: Any) -> None:
         if state["batch_idx"] % print_every == 0:
             lr = state["trainer"].optimizers[0].param_groups[0]["lr"]
-            print(f"epoch {state['epoch']} iteration {state['iteration']}: loss {float(loss):.4f} lr {lr:.5f}")
+            print(f"epoch {state['epoch']} iteration {state['iteration']}: loss {loss.item():.4f} lr {lr:.5f}")
 
     def print_validation(state: dict[str, Any]) -> None:
         metrics = state["trainer"].callback_metrics

@@ -20,6 +20,9 @@ TIMEOUT_S = 100
 def _run(script: str, *args: str, cwd: Path) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLES.parent), env.get("PYTHONPATH", "")])
+    # One compute thread: on a small shared machine OpenMP threads spin against the loader's workers
+    # (a 16-image step of the tiny ResNet takes 2 s with 2 threads under load, 20 ms with 1).
+    env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
         cwd=cwd,
