@@ -63,8 +63,6 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any)
     return LightningCLI(CrumpetsModule, CrumpetsDataModule, args=cli_args, run=run, **kwargs)
 
 
-
-
 def main_pack(argv: Sequence[str]) -> int:
     """``crumpets-lightning pack SRC_DIR OUT.msgpack``: image folder to msgpack file, with a progress bar.
 

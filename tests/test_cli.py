@@ -41,8 +41,17 @@ def test_usage_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_fit_help_lists_every_datamodule_argument_with_its_docstring(tmp_path: Path) -> None:
     result = run_script("fit", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for option in ("--data.train", "--data.batch_size", "--data.image_size", "--data.train_rng", "--data.worker",
-                   "--data.num_mini_batches", "--data.gpu_augmentation", "--model", "--trainer.max_epochs"):
+    for option in (
+        "--data.train",
+        "--data.batch_size",
+        "--data.image_size",
+        "--data.train_rng",
+        "--data.worker",
+        "--data.num_mini_batches",
+        "--data.gpu_augmentation",
+        "--model",
+        "--trainer.max_epochs",
+    ):
         assert option in result.stdout, option
     assert "samples per crumpets batch" in result.stdout  # docstring Args: lines become help text
 
