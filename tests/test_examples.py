@@ -63,7 +63,7 @@ def test_dataloader_simple(tmp_path: Path) -> None:
         assert sorted(labels) == [0, 0, 0, 1, 1, 1]  # each image once per epoch
     assert sorted(p.name for p in (tmp_path / "tinyset").iterdir()) == ["china", "flower"]
     image = cv2.imread(str(grid))
-    assert image.shape == (32, 64, 3)
+    assert image is not None and image.shape == (32, 64, 3)
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ class StatefulDataLoader(DataLoader):
         self.epochs_started = 0
         self.loaded_state: dict[str, Any] | None = None
 
-    def __iter__(self):  # type: ignore[override]
+    def __iter__(self) -> Any:
         self.epochs_started += 1
         return super().__iter__()
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crumpets_lightning.callbacks.hooks import HOOK_EVENTS, CrumpetsHooks
-from tests.callbacks._helpers import DictModule, loaders, make_trainer
+from tests.callbacks._helpers import DictDataset, DictModule, loaders, make_trainer
 
 CRUMPETS_EVENTS = {
     "train_begin",
@@ -134,6 +134,7 @@ def test_keyword_arguments(tmp_path) -> None:
     trainer.fit(module, train, val)
 
     dataset = train.dataset
+    assert isinstance(dataset, DictDataset)
     for step, record in enumerate(seen["train_pre_forward"]):
         rows = slice(4 * step, 4 * step + 4)
         assert torch.equal(record["sample"]["label"], dataset.labels[rows])
@@ -153,6 +154,7 @@ def test_keyword_arguments(tmp_path) -> None:
             assert all(g is None for g in fwd["grads"])
         assert all(g is not None and torch.count_nonzero(g) > 0 for g in bwd["grads"])
     (val_record,) = seen["val_forward"]
+    assert isinstance(val.dataset, DictDataset)
     val_labels = val.dataset.labels
     reference = torch.nn.functional.cross_entropy(val_record["output"]["output"], val_labels)
     assert torch.allclose(val_record["loss"], reference)

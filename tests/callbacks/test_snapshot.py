@@ -210,7 +210,7 @@ def _gather_on_rank(rank: int, folder: str) -> None:
         torch.manual_seed(300 + rank)
         own = {
             "python": list(random.getstate()[1]),
-            "numpy": np.random.get_state()[1].tolist(),
+            "numpy": np.random.get_state(legacy=False)["state"]["key"].tolist(),
             "torch": torch.get_rng_state(),
         }
         gathered = _gather_rng_states(SimpleNamespace(world_size=2, interrupted=False))  # type: ignore[arg-type]
