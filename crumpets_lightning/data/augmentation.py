@@ -140,12 +140,14 @@ def _corrupt(buffer: np.ndarray, detail: str = "") -> SampleError:
 
 
 def _decode(
-    data: Any, mode: str, min_height: int = 0, min_width: int = 0, min_factor: float = 2
+    data: Any, mode: str, min_height: int = 0, min_width: int = 0, min_factor: float = 2, fast_dct: bool = False
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode like :func:`decode_image`, returning the image and the full (undecoded) ``(height, width)``.
 
     ``mode``: ``"rgba"`` (``H x W x 4``, the fastest input for the warp), ``"rgb"``, ``"gray"`` (``H x W``) or
     ``"unchanged"`` (label maps: OpenCV's ``IMREAD_UNCHANGED``, never reduced, channels as stored).
+    ``fast_dct`` uses libjpeg-turbo's fast integer IDCT (about 5 % faster; pixel values differ by about one
+    level on average) when ``simplejpeg`` decodes.
     """
     buffer = _to_buffer(data)
     is_jpeg = buffer.size > 3 and buffer[0] == 0xFF and buffer[1] == 0xD8
@@ -156,6 +158,7 @@ def _decode(
             image = simplejpeg.decode_jpeg(
                 buffer,
                 colorspace,
+                fastdct=fast_dct,
                 min_height=int(min_height),
                 min_width=int(min_width),
                 min_factor=float(min_factor),
@@ -257,9 +260,11 @@ def calc_scale_ratio(
 def _shear_pair(shear: Any) -> tuple[float, float]:
     if shear is None:
         return 0.0, 0.0
-    if np.ndim(shear) == 0:
+    if isinstance(shear, (int, float)):
         return 0.0, float(shear)
-    values = [float(v) for v in shear]
+    values = [float(v) for v in np.ravel(shear)]
+    if len(values) == 1:
+        return 0.0, values[0]
     if len(values) != 2:
         raise ValueError(f"shear must be a number or a pair (x, y), got {shear!r}")
     return values[0], values[1]
@@ -268,7 +273,9 @@ def _shear_pair(shear: Any) -> tuple[float, float]:
 def _shift_pair(shift: Any) -> tuple[float, float]:
     if shift is None:
         return 0.0, 0.0
-    values = [float(v) for v in shift] if np.ndim(shift) == 1 else [float(shift)] * 2
+    if isinstance(shift, (int, float)):
+        return float(shift), float(shift)
+    values = [float(v) for v in (shift if isinstance(shift, (tuple, list)) else np.ravel(shift))]
     if len(values) != 2:
         raise ValueError(f"shift must be a pair (x, y), got {shift!r}")
     return values[0], values[1]
@@ -352,14 +359,6 @@ def _singular_values(matrix: np.ndarray) -> tuple[float, float]:
     det = p * t - q * r
     root = math.sqrt(max(0.0, frobenius * frobenius - 4 * det * det))
     return math.sqrt(max(0.0, (frobenius - root) / 2)), math.sqrt((frobenius + root) / 2)
-
-
-def _min_singular_value(matrix: np.ndarray) -> float:
-    return _singular_values(matrix)[0]
-
-
-def _max_singular_value(matrix: np.ndarray) -> float:
-    return _singular_values(matrix)[1]
 
 
 def _background_tuple(background: Any, channels: int) -> tuple[float, float, float, float]:
@@ -475,15 +474,16 @@ def _warp(
         method = INTERP_LINEAR
     if samples > 1:
         matrix = _pixel_grid(samples, samples) @ matrix
-    effective = _min_singular_value(matrix)
+    effective, largest = _singular_values(matrix)
     if method != INTERP_NEAREST and effective < _PRESHRINK_BELOW:
         new_w = max(1, round(sw * effective))
         new_h = max(1, round(sh * effective))
         im = cv2.resize(im, (new_w, new_h), interpolation=cv2.INTER_AREA)
         matrix = matrix @ np.linalg.inv(_pixel_grid(new_w / sw, new_h / sh))
+        largest = _singular_values(matrix)[1]
     if channels == 3 and im.dtype == np.uint8:
         im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA)
-    if _max_singular_value(matrix) > 1.0 and method != INTERP_NEAREST:
+    if largest > 1.0 and method != INTERP_NEAREST:
         # Upscaling: output pixels near the image's edge sample up to half a source pixel outside it and
         # would blend in the background (a dark fringe). One replicated source pixel around the image avoids
         # that; samples further out still get the background.

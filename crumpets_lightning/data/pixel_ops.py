@@ -72,13 +72,25 @@ def gamma_contrast_lut(gammas: Sequence[float], contrast: float) -> np.ndarray:
     Returns:
         float64 array ``[len(gammas), 256]`` with entries in ``[0, 255]``.
     """
-    y = _BASE[None, :] ** np.asarray(gammas, dtype=np.float64)[:, None]
+    y = np.power(_BASE, np.array(gammas, dtype=np.float64)[:, None])
     k = float(contrast)
     if k > 0:
-        y += k * ((1.0 - np.cos(np.pi * y)) / 2.0 - y)
+        # y + k (S(y) - y) with S(y) = (1 - cos(pi y)) / 2
+        s_curve = np.cos(np.pi * y)
+        s_curve *= -0.5
+        s_curve += 0.5
+        s_curve -= y
+        s_curve *= k
+        y += s_curve
     elif k < 0:
-        y -= k * (np.arccos(np.clip(1.0 - 2.0 * y, -1.0, 1.0)) / np.pi - y)
-    return np.clip(y * 255.0, 0.0, 255.0)
+        # y - k (S^-1(y) - y) with S^-1(y) = arccos(1 - 2y) / pi
+        inverse = np.arccos(np.minimum(np.maximum(1.0 - 2.0 * y, -1.0), 1.0))
+        inverse *= 1.0 / np.pi
+        inverse -= y
+        inverse *= -k
+        y += inverse
+    y *= 255.0
+    return np.minimum(np.maximum(y, 0.0, out=y), 255.0, out=y)
 
 
 def _channel_gammas(channels: int, color: bool, gamma_gray: float, gamma_color: Sequence[float] | None) -> list[float]:
@@ -135,6 +147,10 @@ def _apply_planes(
             cv2.LUT(plane, table[c], dst=plane)  # the only op: straight into the plane
             continue
         work = cv2.LUT(plane, table[c]) if use_lut else plane
+        if kernel is not None and units is None and not use_lut:
+            # the last op on uint8: OpenCV filters in float and rounds half to even, straight into the plane
+            cv2.sepFilter2D(plane, -1, kernel, kernel, dst=plane, borderType=cv2.BORDER_REFLECT_101)
+            continue
         if kernel is not None:
             work = cv2.sepFilter2D(work, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
         if units is not None:

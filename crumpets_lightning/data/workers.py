@@ -4,8 +4,9 @@ Every image worker, per sample:
 
 1. draws augmentation parameters from its ``image_rng`` with the sample's generator ``self.rng``, then lets
    the fixed ``image_params`` override them;
-2. decodes the encoded image (at reduced scale when it is much larger than needed), in colour for a
-   3-channel ``image`` buffer and in gray for a 1-channel one;
+2. decodes the encoded image (at reduced scale when it is much larger than needed; JPEGs with
+   libjpeg-turbo's fast integer IDCT), in colour for a 3-channel ``image`` buffer and in gray for a
+   1-channel one;
 3. applies the whole geometric transform with one affine warp (see
    :mod:`crumpets_lightning.data.augmentation`);
 4. writes the drawn pixel-op values to the ``augmentation`` buffer and applies those ops on the CPU, unless
@@ -53,6 +54,9 @@ _GEOMETRY_KEYS = frozenset({"angle", "scale", "shift", "aspect", "hmirror", "vmi
 _PIXEL_KEYS = frozenset({"gamma_gray", "gamma_color", "contrast", "noise", "blur"})
 # Decode at reduced scale only when at least this many times larger than needed.
 _REDUCE_MIN_FACTOR = 2.0
+# libjpeg-turbo's fast integer IDCT: ~5 % faster decoding, about one gray level of difference on average,
+# far below the augmentation's own changes.
+_FAST_DCT = True
 
 
 def _check_params(name: str, params: Mapping[str, Any] | None, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -76,6 +80,19 @@ def _check_image_spec(name: str, spec: BufferSpec) -> tuple[int, int, int]:
 def _fill_values(spec: BufferSpec) -> list[float]:
     """The spec's fill value as a scalar list or one value per channel (RGB order)."""
     return [float(v) for v in np.asarray(spec[2]).ravel()]
+
+
+def _spec_border(spec: BufferSpec) -> tuple[float, float, float, float]:
+    """OpenCV border value of the spec's fill value (cached on the fill array, which specs share)."""
+    fill = spec[2]
+    key = (fill.tobytes(), fill.dtype.str, spec[0][0])
+    border = _BORDERS.get(key)
+    if border is None:
+        border = _BORDERS[key] = _background_tuple(_fill_values(spec), spec[0][0])
+    return border
+
+
+_BORDERS: dict[tuple[bytes, str, int], tuple[float, float, float, float]] = {}
 
 
 def _needed_source(params: Mapping[str, Any], height: int, width: int) -> tuple[int, int]:
@@ -219,7 +236,8 @@ class ImageWorker(BufferWorker):
         channels, height, width = _check_image_spec(key, self._buffer_specs[key])
         need_h, need_w = _needed_source(params, height, width)
         try:
-            return _decode(data, "rgba" if channels == 3 else "gray", need_h, need_w, _REDUCE_MIN_FACTOR)
+            mode = "rgba" if channels == 3 else "gray"
+            return _decode(data, mode, need_h, need_w, _REDUCE_MIN_FACTOR, fast_dct=_FAST_DCT)
         except SampleError as error:
             raise SampleError(f"field {key!r}: {error.message}", self.sample_key) from None
 
@@ -272,8 +290,6 @@ class ImageWorker(BufferWorker):
             params.get("scale_mode", "shortest"),
         )
         background = params.get("background")
-        if background is None:
-            background = _fill_values(spec)
         if not params.get("do_rotate_and_resize", True):
             if im.shape[:2] != (height, width):
                 raise ValueError(
@@ -287,7 +303,7 @@ class ImageWorker(BufferWorker):
         supersampling = params.get("supersampling", 0)
         if int(supersampling) != supersampling or supersampling < 0:
             raise ValueError(f"supersampling must be a non-negative int, got {supersampling!r}")
-        border = _background_tuple(background, spec[0][0])
+        border = _spec_border(spec) if background is None else _background_tuple(background, spec[0][0])
         return matrix, _warp(im, matrix, (height, width), int(method), border, int(supersampling))
 
     def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
