@@ -60,9 +60,11 @@ class CrumpetsHooks(Callback):
     and ``logged_metrics``): this step's value for those logged with ``on_step=True`` (Lightning's default in
     training, not in validation), the last epoch's for epoch-only ones.
 
-    Validation events are not raised during Lightning's sanity check (crumpets has none), but are raised by
-    ``trainer.validate()``. With manual optimization ``train_forward`` runs when ``manual_backward`` is called,
-    before the step returns, so its ``output`` is the latest forward result.
+    Lightning validates at the end of a training epoch before ``on_train_epoch_end``, so in a fit the order per
+    epoch is ``train_begin``, the steps, ``val_begin`` ... ``val_end``, then ``train_end`` (crumpets validated
+    after ``train_end``). Validation events are not raised during Lightning's sanity check (crumpets has none),
+    but are raised by ``trainer.validate()``. With manual optimization ``train_forward`` runs when
+    ``manual_backward`` is called, before the step returns, so its ``output`` is the latest forward result.
 
     Args:
         hooks: Optional initial hooks: event name -> function or list of functions.
@@ -74,7 +76,7 @@ class CrumpetsHooks(Callback):
     Example::
 
         hooks = CrumpetsHooks()
-        hooks.add_hook("train_forward", lambda state, loss, **_: print(state["iteration"], float(loss)))
+        hooks.add_hook("train_forward", lambda state, loss, **_: print(state["iteration"], loss.item()))
         trainer = lightning.Trainer(callbacks=[hooks])
     """
 
