@@ -100,6 +100,12 @@ class Snapshot(ModelCheckpoint):
     ``torch.load(path, weights_only=True)`` as long as the module's and DataModule's saved hyperparameters and
     state are plain types.
 
+    The RNG states are restored when Lightning loads the checkpoint, before any loader starts, so the streams
+    continue as in an uninterrupted run. One exception: a torch ``DataLoader`` without its own ``generator``
+    draws a seed from torch's global RNG whenever Lightning creates its iterator, which on resume happens
+    before the epoch starts instead of after it; pass ``generator=torch.Generator()`` to keep it off the global
+    stream. The crumpets loaders seed every sample themselves and draw nothing from the global RNGs.
+
     Args:
         outdir: Folder of the snapshots; created on the first save.
         snapshot_interval: Epochs between snapshots; ``0`` or ``None`` disables them (the RNG states are still
@@ -117,7 +123,7 @@ class Snapshot(ModelCheckpoint):
 
         trainer = lightning.Trainer(max_epochs=10, callbacks=[Snapshot("out/snapshots", snapshot_interval=2)])
         trainer.fit(model, datamodule)  # writes out/snapshots/epoch_01.ckpt, epoch_03.ckpt, ...
-        trainer.fit(model, datamodule, ckpt_path="out/snapshots/epoch_03.ckpt")  # resumes exactly there
+        trainer.fit(model, datamodule, ckpt_path="out/snapshots/epoch_03.ckpt")  # continues from epoch 4
     """
 
     def __init__(
