@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,12 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any)
     kwargs.setdefault("subclass_mode_model", True)
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
     kwargs.setdefault("parser_kwargs", {"prog": "crumpets-lightning"})
-    cli_args = list(args) if args is not None else None
-    return LightningCLI(CrumpetsModule, CrumpetsDataModule, args=cli_args, run=run, **kwargs)
+    if args is None:
+        return LightningCLI(CrumpetsModule, CrumpetsDataModule, run=run, **kwargs)
+    with warnings.catch_warnings():
+        # explicit args replace sys.argv on purpose (main() and the demo pass them); do not warn about it
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        return LightningCLI(CrumpetsModule, CrumpetsDataModule, args=list(args), run=run, **kwargs)
 
 
 def main_pack(argv: Sequence[str]) -> int:

@@ -134,9 +134,10 @@ def test_fit_with_the_demo_config_through_the_console_script(tmp_path: Path) -> 
         f"--trainer.default_root_dir={out}",
         f"--trainer.logger.init_args.save_dir={out / 'logs'}",
         f"--trainer.callbacks.outdir={out / 'snapshots'}",
+        "--trainer.callbacks.snapshot_interval=1",
         cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_00.ckpt"]
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_00.ckpt", "last.ckpt"]
     metrics = list((out / "logs").rglob("metrics.jsonl"))
     assert metrics and "val/accuracy" in metrics[0].read_text()

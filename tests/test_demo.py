@@ -60,7 +60,7 @@ def test_demo_quick_runs_end_to_end_and_writes_everything(tmp_path: Path) -> Non
     assert result.returncode == 0, output[-4000:]
     match = re.search(r"held-out accuracy: ([0-9.]+) %", result.stdout)
     assert match, output[-4000:]
-    assert float(match.group(1)) >= 50.0  # 2 epochs on 400 digits; chance is 10 %
+    assert float(match.group(1)) >= 70.0  # 6 short epochs on 400 training digits; chance is 10 %
     assert list((out / "checkpoints").glob("*.ckpt"))
     (log,) = list((out / "logs").rglob("metrics.jsonl"))
     records = [json.loads(line) for line in log.read_text().splitlines()]
