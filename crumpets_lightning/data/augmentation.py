@@ -25,8 +25,10 @@ smaller (background below); ``(0, -1)`` moves it down the same way. Positive x m
 ``(1, 0)`` shows the right edge. ``shift = (0, 0)`` centres the image. An axis on which image and target
 have the same extent cannot shift.
 
-Colour images are RGB throughout (decoded straight to RGB or RGBA); 4-channel RGBA images are what the warp
-handles fastest, so workers decode JPEGs to RGBA and drop the alpha channel when they write CHW buffers.
+Colour images are RGB throughout (JPEGs are decoded straight to RGB). OpenCV's bilinear warp is about three
+times faster on 4 channels than on 3, so 3-channel images are padded to RGBA just before the warp (the
+freshly decoded image is still in cache; that beats decoding to RGBA) and workers drop the alpha channel
+when they write their CHW buffers.
 """
 
 from __future__ import annotations

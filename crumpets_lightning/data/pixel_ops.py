@@ -7,7 +7,8 @@ These are exactly the ops the GPU ``Randomizer`` applies, with the same semantic
    ``gamma_c`` is ``gamma_r/g/b`` (ignored for one-channel images);
 2. contrast ``k`` in ``[-1, 1]``: with ``S(y) = (1 - cos(pi y)) / 2`` and ``S^-1(y) = arccos(1 - 2y) / pi``,
    ``y' = y + k (S(y) - y)`` for ``k >= 0`` and ``y' = y - k (S^-1(y) - y)`` for ``k < 0``;
-   steps 1-2 form one 256-entry table per channel, entries ``clip(y' * 255, 0, 255)``;
+   steps 1-2 form one 256-entry table per channel, entries ``clip(y' * 255, 0, 255)`` (rounded to uint8
+   here: the result stays within one level of exact float arithmetic, the CPU/GPU tolerance);
 3. blur: ``sigma = blur * W`` (``W`` the width in pixels); nothing below 0.2, else a separable Gaussian of
    size ``2 ceil(3 sigma) + 1`` with reflect-101 borders;
 4. noise of strength ``s``: zero-mean Gaussian, per-channel std ``s * 255 * w_c``; ``w = (1, 0.6, 1)``
@@ -129,37 +130,34 @@ def _apply_planes(
     noise_weights: Sequence[float],
     rng: np.random.Generator,
 ) -> None:
-    """The fused pixel ops on 2-d uint8 planes, each written in place (one float pass when needed)."""
+    """The fused pixel ops on 2-d uint8 planes, each written in place.
+
+    Every step works on the uint8 plane in place (cheap memory traffic); the only float intermediate is a
+    blurred plane that noise is added to, so the result is rounded at most twice (table, then output) and
+    stays within one level of the exact float pipeline, the documented CPU/GPU tolerance.
+    """
     use_lut = contrast != 0.0 or any(g != 1.0 for g in gammas)
     use_blur = sigma >= _BLUR_MIN_SIGMA
     use_noise = noise > 0.0
     if not (use_lut or use_blur or use_noise):
         return
-    if use_lut:
-        table = gamma_contrast_lut(gammas, contrast)
-        # without later ops the table can be rounded now; else blur and noise see exact values
-        table = np.rint(table).astype(np.uint8) if not (use_blur or use_noise) else table.astype(np.float32)
+    table = np.rint(gamma_contrast_lut(gammas, contrast)).astype(np.uint8) if use_lut else None
     kernel = _gaussian_kernel(sigma) if use_blur else None
     height, width = planes[0].shape
     units = _unit_noise_planes(len(planes), height, width, rng) if use_noise else None
     for c, plane in enumerate(planes):
-        if use_lut and table.dtype == np.uint8:
-            cv2.LUT(plane, table[c], dst=plane)  # the only op: straight into the plane
-            continue
-        work = cv2.LUT(plane, table[c]) if use_lut else plane
-        if kernel is not None and units is None and not use_lut:
-            # the last op on uint8: OpenCV filters in float and rounds half to even, straight into the plane
-            cv2.sepFilter2D(plane, -1, kernel, kernel, dst=plane, borderType=cv2.BORDER_REFLECT_101)
-            continue
+        if table is not None:
+            cv2.LUT(plane, table[c], dst=plane)
+        work = plane
         if kernel is not None:
-            work = cv2.sepFilter2D(work, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+            # OpenCV filters in float; to uint8 it rounds half to even
+            depth = cv2.CV_32F if units is not None else -1
+            work = cv2.sepFilter2D(plane, depth, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+            if units is None:
+                plane[...] = work
         if units is not None:
             # saturating conversion: rounds half to even, then clips to [0, 255]
             cv2.addWeighted(work, 1.0, units[c], noise * 255.0 * noise_weights[c], 0.0, dst=plane, dtype=cv2.CV_8U)
-        elif work.dtype != np.uint8:
-            cv2.convertScaleAbs(work, dst=plane)  # values are in [0, 255]
-        else:
-            plane[...] = work
 
 
 def _check_uint8(im: np.ndarray) -> None:

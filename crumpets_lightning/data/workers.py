@@ -236,7 +236,7 @@ class ImageWorker(BufferWorker):
         channels, height, width = _check_image_spec(key, self._buffer_specs[key])
         need_h, need_w = _needed_source(params, height, width)
         try:
-            mode = "rgba" if channels == 3 else "gray"
+            mode = "rgb" if channels == 3 else "gray"
             return _decode(data, mode, need_h, need_w, _REDUCE_MIN_FACTOR, fast_dct=_FAST_DCT)
         except SampleError as error:
             raise SampleError(f"field {key!r}: {error.message}", self.sample_key) from None

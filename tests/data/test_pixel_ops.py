@@ -152,7 +152,7 @@ def test_fused_noise_after_lut_has_the_right_statistics() -> None:
     out = apply_pixel_ops(im, row, np.random.default_rng(0)).astype(np.float64)
     base = _reference_lut(0.7, 0.0)[100]
     for c, weight in enumerate((1.0, 0.6, 1.0)):
-        assert out[:, :, c].mean() == pytest.approx(base, abs=0.3)
+        assert abs(out[:, :, c].mean() - base) <= 0.5 + 0.2  # the table may be rounded first (one-level tolerance)
         assert out[:, :, c].std() == pytest.approx(0.04 * 255 * weight, rel=0.05)
 
 
