@@ -153,6 +153,7 @@ def _decode(
     """
     buffer = _to_buffer(data)
     is_jpeg = buffer.size > 3 and buffer[0] == 0xFF and buffer[1] == 0xD8
+    jpeg_error = ""
     if is_jpeg and simplejpeg is not None and mode != "unchanged":
         colorspace = {"rgba": "RGBA", "rgb": "RGB", "gray": "GRAY"}[mode]
         try:
@@ -165,9 +166,10 @@ def _decode(
                 min_width=int(min_width),
                 min_factor=float(min_factor),
             )
+            return (image[:, :, 0] if mode == "gray" else image), (int(height), int(width))
         except ValueError as error:
-            raise _corrupt(buffer, str(error)) from None
-        return (image[:, :, 0] if mode == "gray" else image), (int(height), int(width))
+            # e.g. CMYK JPEGs or recoverable damage: OpenCV may still read it; report both if not
+            jpeg_error = f"libjpeg-turbo: {error}"
     reduction = 1
     size = _jpeg_size(buffer.data) if is_jpeg else None
     if size is not None and mode != "unchanged" and (min_height > 0 or min_width > 0):
@@ -183,7 +185,7 @@ def _decode(
         flags = cv2.IMREAD_GRAYSCALE if mode == "gray" else cv2.IMREAD_COLOR
     image = cv2.imdecode(buffer, flags)
     if image is None or image.size == 0:
-        raise _corrupt(buffer)
+        raise _corrupt(buffer, jpeg_error)
     full = size if size is not None else (image.shape[0] * reduction, image.shape[1] * reduction)
     if mode == "rgba":
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)

@@ -201,6 +201,11 @@ def test_bad_bytes_raise_sample_error(data: object) -> None:
         decode_image(data)
 
 
+def test_truncated_jpeg_raises_instead_of_decoding_half_an_image(china_bytes: bytes) -> None:
+    with pytest.raises(SampleError, match="cannot decode"):
+        decode_image(china_bytes[: len(china_bytes) // 2])
+
+
 def test_gpu_augmentation_leaves_pixels_untouched() -> None:
     source = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     params = {"gamma_gray": 0.5, "contrast": 0.5, "noise": 0.1, "blur": 0.05}
