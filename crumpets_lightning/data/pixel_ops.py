@@ -75,23 +75,23 @@ def gamma_contrast_lut(gammas: Sequence[float], contrast: float) -> np.ndarray:
     """
     y = np.power(_BASE, np.array(gammas, dtype=np.float64)[:, None])
     k = float(contrast)
+    # the formulas below are rearranged to need few numpy calls: the tables are tiny, call overhead dominates
     if k > 0:
-        # y + k (S(y) - y) with S(y) = (1 - cos(pi y)) / 2
-        s_curve = np.cos(np.pi * y)
-        s_curve *= -0.5
-        s_curve += 0.5
-        s_curve -= y
-        s_curve *= k
-        y += s_curve
+        # y + k (S(y) - y) = (1 - k) y + k/2 - (k/2) cos(pi y)
+        curve = np.cos(y * np.pi)
+        curve *= -k / 2
+        y *= 1.0 - k
+        y += curve
+        y += k / 2
     elif k < 0:
-        # y - k (S^-1(y) - y) with S^-1(y) = arccos(1 - 2y) / pi
-        inverse = np.arccos(np.minimum(np.maximum(1.0 - 2.0 * y, -1.0), 1.0))
-        inverse *= 1.0 / np.pi
-        inverse -= y
-        inverse *= -k
-        y += inverse
+        # y - k (S^-1(y) - y) = (1 + k) y - (k / pi) arccos(1 - 2y); 1 - 2y stays in [-1, 1] as y is in [0, 1]
+        curve = np.arccos(1.0 - 2.0 * y)
+        curve *= -k / np.pi
+        y *= 1.0 + k
+        y += curve
     y *= 255.0
-    return np.minimum(np.maximum(y, 0.0, out=y), 255.0, out=y)
+    # both forms are convex combinations of values in [0, 1]: only rounding can push past 255
+    return np.minimum(y, 255.0, out=y)
 
 
 def _channel_gammas(channels: int, color: bool, gamma_gray: float, gamma_color: Sequence[float] | None) -> list[float]:

@@ -186,30 +186,33 @@ class MixtureRNG(RNG):
 
     def __call__(self, image_size: Sequence[int] | None, rng: np.random.Generator) -> dict[str, Any]:
         # One block of uniforms in a fixed layout keeps the draws independent of which options are set.
-        u = rng.random(16)
-        gauss = rng.standard_normal(2)
+        # plain Python floats: cheaper arithmetic than numpy scalars, and plain values in the result
+        u = rng.random(16).tolist()
+        gauss = rng.standard_normal(2).tolist()
         params: dict[str, Any] = {}
 
         def uniform(bounds: tuple[float, float], value: float) -> float:
             return bounds[0] + (bounds[1] - bounds[0]) * value
 
+        prob = self.prob
+
         def pixel_op(index: int) -> bool:
-            return bool(u[index] < self.prob)
+            return u[index] < prob
 
         if self.scale_range is not None:
             params["scale"] = uniform(self.scale_range, u[0])
         if self.shift_range is not None:
             params["shift"] = (uniform(self.shift_range, u[1]), uniform(self.shift_range, u[2]))
         if self.rotation_sigma > 0:
-            params["angle"] = float(gauss[0] * self.rotation_sigma)
+            params["angle"] = gauss[0] * self.rotation_sigma
         if self.aspect_sigma > 0:
-            params["aspect"] = float(math.exp(gauss[1] * self.aspect_sigma))
+            params["aspect"] = math.exp(gauss[1] * self.aspect_sigma)
         if self.shear_range is not None:
             params["shear"] = uniform(self.shear_range, u[3])
         if self.hmirror > 0:
-            params["hmirror"] = bool(u[4] < self.hmirror)
+            params["hmirror"] = u[4] < self.hmirror
         if self.vmirror > 0:
-            params["vmirror"] = bool(u[5] < self.vmirror)
+            params["vmirror"] = u[5] < self.vmirror
         if self.interpolations is not None:
             params["interp_method"] = self.interpolations[
                 min(int(u[6] * len(self.interpolations)), len(self.interpolations) - 1)
@@ -223,7 +226,7 @@ class MixtureRNG(RNG):
         if self.blur_range is not None and pixel_op(13):
             params["blur"] = uniform(self.blur_range, u[14])
         # colour needs three values: drawn from a second block so the layout above never changes
-        color = rng.random(3)
+        color = rng.random(3).tolist()
         if self.color_range is not None and pixel_op(15):
             params["gamma_color"] = tuple(human2gamma(uniform(self.color_range, c)) for c in color)
         return params
