@@ -212,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         snapshots = sorted(p.name for p in (output / "snapshots").glob("*.ckpt"))
         print(f"snapshots in {output / 'snapshots'}: {', '.join(snapshots) or 'none'}")
         print(f"JSON log: {logger.path}")
+        if args.output is None:
+            print("(a temporary folder, removed now: pass --output DIR to keep snapshots and logs)")
     return 0
 
 
