@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             "decode (cv2.imdecode, full size)",
             lambda i: cv2.imdecode(np.frombuffer(jpegs[i], np.uint8), cv2.IMREAD_COLOR),
         ),
-        ("decode as the pipeline does (RGBA, fast IDCT)", lambda i: _decode(jpegs[i], "rgba", fast_dct=True)),
+        ("decode as the pipeline does (RGB, fast IDCT)", lambda i: _decode(jpegs[i], "rgb", fast_dct=True)),
         ("draw parameters (AUGMENTATION_TRAIN)", lambda i: AUGMENTATION_TRAIN((_SIZE, _SIZE), rngs[i])),
         (
             "one warp, all geometry (from full size)",
