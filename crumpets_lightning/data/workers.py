@@ -424,14 +424,11 @@ class FCNWorker(ImageWorker):
         self.add_buffer("target_image", target_image)
         self._check_target_spec()
         params = dict(self.target_defaults)
-        params.update(_check_params("target_image_params", target_image_params, self._extra_target_keys()))
+        params.update(_check_params("target_image_params", target_image_params))
         self.add_params("target_image", params)
 
     def _check_target_spec(self) -> None:
         _check_image_spec("target_image", self._buffer_specs["target_image"])
-
-    def _extra_target_keys(self) -> frozenset[str]:
-        return frozenset()
 
     def _target_params(self, image_params: Mapping[str, Any]) -> dict[str, Any]:
         params = {k: v for k, v in image_params.items() if k in _GEOMETRY_KEYS}
@@ -455,7 +452,6 @@ class FCNWorker(ImageWorker):
         buffers: dict[str, np.ndarray],
         params: Mapping[str, Any],
         unit_matrix: np.ndarray,
-        target_data: Any,
     ) -> None:
         spec = self._buffer_specs["target_image"]
         matrix = self._target_matrix(unit_matrix, target.shape)
@@ -490,7 +486,7 @@ class FCNWorker(ImageWorker):
         params = self.draw_params("image")
         target = self._decode_target(target_data, self._buffer_specs["target_image"])
         unit_matrix = self.prepare_image(data, buffers, params, "image")
-        self._write_target(target, buffers, self._target_params(params), unit_matrix, target_data)
+        self._write_target(target, buffers, self._target_params(params), unit_matrix)
 
     def _target_matrix(self, unit_matrix: np.ndarray, target_source: tuple[int, ...]) -> np.ndarray:
         """Target-source pixels -> target-buffer pixels through the image's unit-coordinate transform."""
@@ -560,7 +556,6 @@ class SegmentationWorker(FCNWorker):
         buffers: dict[str, np.ndarray],
         params: Mapping[str, Any],
         unit_matrix: np.ndarray,
-        target_data: Any,
     ) -> None:
         spec = self._buffer_specs["target_image"]
         _, height, width = spec[0]
