@@ -134,7 +134,7 @@ class _WorkerLoop:
             results.connect(f"ipc://{self.socket_dir}/results")
             try:
                 self.worker.setup()
-            except Exception as error:
+            except BaseException as error:  # SystemExit, KeyboardInterrupt, ... are reported too
                 results.send(pickle.dumps(("error", self.wid, -1, -1, *self._describe(error, None))))
                 return
             if self.control[_STOP]:
@@ -167,7 +167,11 @@ class _WorkerLoop:
                 traceback.format_exc(),
                 True,
             )
-        return (type(error).__name__, str(error), key, traceback.format_exc(), False)
+        try:
+            message = str(error)
+        except Exception:
+            message = f"<str() of the {type(error).__name__} raised>"
+        return (type(error).__name__, message, key, traceback.format_exc(), False)
 
     def _views(self, name: str) -> dict[str, np.ndarray]:
         views = self.segments.get(name)
@@ -233,7 +237,7 @@ class _WorkerLoop:
                     else:
                         del lists[name]
                 skipped.append((key, str(error)))
-            except Exception as error:
+            except BaseException as error:  # any type, SystemExit and KeyboardInterrupt too: report, never die
                 return [pickle.dumps(("error", self.wid, generation, chunk.seq, *self._describe(error, key)))]
         written = row - first_row
         header = pickle.dumps(("done", self.wid, generation, chunk.seq, chunk.row_offset, written, lists, skipped))
