@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +22,7 @@ from torch import nn
 from crumpets_lightning.data.datamodule import CrumpetsDataModule, MiniBatchLoader
 from crumpets_lightning.data.datasets import write_msgpack
 from crumpets_lightning.data.rng import NoRNG
+from crumpets_lightning.data.worker import BufferWorker
 from tests.conftest import descendants
 
 SIZE = 16
@@ -222,7 +227,7 @@ def test_ranks_get_disjoint_equal_shards_and_evaluation_pads_with_repeats() -> N
     assert sorted(set(seen["val"][0]) | set(seen["val"][1])) == list(range(7))
 
 
-def test_path_sources_msgpack_file_and_image_folder(tmp_path: Any) -> None:
+def test_path_sources_msgpack_file_and_image_folder(tmp_path: Path) -> None:
     samples = make_samples(8)
     path = tmp_path / "train.msgpack"
     write_msgpack(samples, path)
@@ -302,3 +307,111 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
 def test_a_source_of_the_wrong_type_is_named() -> None:
     with pytest.raises(TypeError, match="`train` to be a path"):
         CrumpetsDataModule(train=42)  # type: ignore[arg-type]
+
+
+def test_gpu_augmentation_leaves_pixel_ops_to_the_randomizer_but_records_them() -> None:
+    from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS
+    from crumpets_lightning.data.rng import MixtureRNG
+
+    samples = make_samples(8)
+    noisy = MixtureRNG(prob=1.0, noise_range=(0.2, 0.2))  # pixel noise only, no geometry
+    images = {}
+    for gpu in (False, True):
+        dm = make_datamodule(samples, train_rng=noisy, gpu_augmentation=gpu, shuffle=False, batch_size=8)
+        dm.setup("fit")
+        try:
+            (batch,) = list(dm.train_dataloader())
+            noise = batch["augmentation"][:, AUGMENTATION_FIELDS.index("noise")]
+            torch.testing.assert_close(noise, torch.full((8,), 0.2))
+            images[gpu] = batch["image"].clone()
+        finally:
+            dm.teardown("fit")
+    decoded = np.stack(
+        [
+            cv2.imdecode(np.frombuffer(s["image"], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].transpose(2, 0, 1)
+            for s in samples
+        ]
+    )
+    np.testing.assert_array_equal(images[True].numpy(), decoded)  # untouched: the Randomizer will add the noise
+    assert np.abs(images[False].numpy().astype(int) - decoded).mean() > 5  # noise applied on the CPU
+
+
+class _KeyWorker(BufferWorker):
+    """A custom worker: writes the sample's label twice and appends its key to a per-batch list."""
+
+    def __init__(self) -> None:
+        super().__init__(label=((2,), np.int64))
+
+    def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
+        buffers["label"][:] = sample["label"]
+        batch.setdefault("key", []).append(self.sample_key)
+
+
+def test_a_custom_worker_is_used_for_every_stage_and_predict_works() -> None:
+    samples = make_samples(6)
+    dm = CrumpetsDataModule(samples, samples, predict=samples, batch_size=4, nworkers=1, worker=_KeyWorker())
+    dm.setup("fit")
+    dm.setup("predict")
+    try:
+        val = list(dm.val_dataloader())
+        assert [b["key"] for b in val] == [["s000", "s001", "s002", "s003"], ["s004", "s005"]]
+        assert val[1]["label"].tolist() == [[4, 4], [5, 5]]
+        assert len(list(dm.predict_dataloader())) == 2
+    finally:
+        dm.teardown("fit")
+    default = CrumpetsDataModule(predict=samples, batch_size=4, nworkers=1, image_size=(SIZE, SIZE))
+    predictions = make_trainer().predict(_PredictModel(), datamodule=default)
+    assert [p.tolist() for p in predictions] == [[4, 3 * SIZE * SIZE], [2, 3 * SIZE * SIZE]]
+    assert wait_for_no_children() == {}
+
+
+class _PredictModel(TinyModel):
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        assert "label" not in batch  # the default predict worker needs no labels
+        return torch.tensor(batch["image"].flatten(1).shape)
+
+
+def test_loaders_nobody_stopped_are_stopped_at_interpreter_exit(tmp_path: Path) -> None:
+    script = tmp_path / "forget.py"
+    script.write_text(
+        "import os, sys\n"
+        "sys.path.insert(0, os.environ['REPO'])\n"
+        "from tests.data.test_datamodule import make_datamodule, make_samples\n"
+        "dm = make_datamodule(make_samples(8))\n"
+        "dm.setup('fit')\n"
+        "next(iter(dm.train_dataloader()))\n"
+        "print(' '.join(map(str, dm.train_dataloader().loader.worker_pids)), flush=True)\n"
+    )  # exits without teardown()
+    repo = str(Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "REPO": repo},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    pids = [int(p) for p in result.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in pids)
+
+
+@pytest.mark.parametrize(("samples", "world_size"), [(10, 1), (11, 1), (15, 2)])
+def test_len_counts_the_mini_batches_of_a_short_last_batch(samples: int, world_size: int) -> None:
+    dm = make_datamodule(make_samples(samples), batch_size=4, num_mini_batches=2, drop_last=False, shuffle=False)
+    dm.trainer = SimpleNamespace(global_rank=world_size - 1, world_size=world_size, num_devices=world_size)
+    dm.setup("fit")
+    try:
+        loader = dm.train_dataloader()
+        for _ in range(2):
+            steps = [labels_of(b) for b in loader]
+            assert len(steps) == len(loader) == dm.train_steps_per_epoch()
+            per_rank = -(-samples // world_size)
+            assert sum(len(s) for s in steps) == per_rank  # nothing dropped, the last rank padded
+    finally:
+        dm.teardown("fit")

@@ -14,6 +14,11 @@ from tests.data.test_datamodule import TinyModel, labels_of, make_datamodule, ma
 
 EPOCHS = 2
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Total length of .list. across ranks is zero"),  # no val source here
+    pytest.mark.filterwarnings("ignore:The dirpath has changed"),  # each run writes its own folder
+]
+
 
 class StepRecorder(Callback):
     """Records (global step, labels, image checksum) of every training batch; raises before step ``crash_at``."""
