@@ -7,6 +7,8 @@ from crumpets_lightning._lazy import lazy_getattr
 _NAMES = {
     "CrumpetsHooks": "hooks",
     "Snapshot": "snapshot",
+    "load_snapshot": "snapshot",
+    "HOOK_EVENTS": "hooks",
     "JSONLogger": "json_logger",
     "DataWaitMonitor": "data_wait",
 }

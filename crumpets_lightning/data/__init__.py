@@ -29,6 +29,7 @@ _NAMES = {
     "add_noise_rgb": "pixel_ops",
     "add_noise_other": "pixel_ops",
     "add_blur": "pixel_ops",
+    "apply_pixel_ops": "pixel_ops",
     "AUGMENTATION_FIELDS": "augmentation_record",
     "NEUTRAL_AUGMENTATION": "augmentation_record",
     "augmentation_to_records": "augmentation_record",
@@ -41,6 +42,7 @@ _NAMES = {
     "AUGMENTATION_TRAIN": "presets",
     "INPUT_PARAMS_VAL": "presets",
     "NO_AUGMENTATION": "presets",
+    "no_augmentation": "presets",
     # samples and datasets
     "pack_sample": "codec",
     "unpack_sample": "codec",

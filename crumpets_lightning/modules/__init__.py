@@ -6,6 +6,7 @@ from crumpets_lightning._lazy import lazy_getattr
 
 _NAMES = {
     "CrumpetsModule": "module",
+    "default_optimizer": "module",
     # losses
     "CrossEntropyLoss": "losses",
     "L1Loss": "losses",
@@ -23,6 +24,7 @@ _NAMES = {
     "NSSMetric": "metrics",
     "NoopMetric": "metrics",
     # LR policies
+    "CrumpetsPolicy": "policies",
     "NoopPolicy": "policies",
     "PolyPolicy": "policies",
     "SigmoidPolicy": "policies",
