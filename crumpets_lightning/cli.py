@@ -132,15 +132,8 @@ def main_gallery(argv: Sequence[str]) -> int:
 
 
 def _main_bench(argv: Sequence[str]) -> int:
-    try:
-        from crumpets_lightning.bench import main as bench_main
-    except ImportError:
-        print(
-            "crumpets-lightning bench is not available in this version; run "
-            "`python benchmarks/loader_throughput.py` from a source checkout instead.",
-            file=sys.stderr,
-        )
-        return 2
+    from crumpets_lightning.bench import main as bench_main
+
     return int(bench_main(list(argv)))
 
 

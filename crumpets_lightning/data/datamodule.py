@@ -9,7 +9,9 @@ The DataModule follows the rules Lightning imposes on custom loaders (SPEC secti
 * shards come from ``trainer.global_rank`` / ``trainer.world_size`` read in ``setup()``; every rank gets the
   same number of steps; evaluation loaders pad the last rank's shard with repeats instead of dropping;
 * the training loader is stateful: Lightning stores its ``state_dict()`` in checkpoints and resuming
-  mid-epoch continues with exactly the batches an uninterrupted run would have produced;
+  mid-epoch continues with exactly the batches an uninterrupted run would have produced. Lightning's
+  fetcher only prefetches a batch ahead for loaders *without* ``len()``; ours have one, so when a
+  checkpoint is written the loader has handed out exactly the batches that were trained on;
 * loaders are stopped in ``teardown()``, in ``on_exception()`` (Lightning skips ``teardown`` on errors), and
   at interpreter exit as a last resort.
 """
