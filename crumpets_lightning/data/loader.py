@@ -725,7 +725,9 @@ class TurboDataLoader:
     def _dispatch(self, runtime: _Runtime) -> None:
         pool = runtime.pool
         n = pool.nworkers
-        cap = max(runtime.max_inflight, 2) if pool.all_ready else 1
+        # At most two chunks per worker (one running, one queued so it never waits for a round trip): a chunk
+        # queued behind a slow sample cannot move to another worker, the rest stays here for whoever is free.
+        cap = 2 if pool.all_ready else 1
         while runtime.queue:
             candidates = [w for w in range(n) if pool.ready[w] and pool.outstanding[w] < cap]
             if not candidates:
