@@ -10,24 +10,28 @@ of worker processes and the same batch size:
   worker's ``prepare`` into fresh arrays, default collate, persistent workers (its fastest setting for
   several epochs), forked like ours.
 
-One run holds several rounds; each round measures, in an order that alternates between rounds, the
-single-process pipeline rate (in a forked child, so the main process stays as a user's would be), this
-loader and the torch loader. Every loader is built fresh in its round (construct-to-first-batch time),
-finishes a warm-up epoch, then runs ``--epochs`` timed epochs back to back and is shut down before the next
-one starts, so nothing runs unmeasured between epochs or in the background of the other loader.
+One run holds several rounds; each round measures, in an order that rotates between rounds, the pipeline
+(one process alone, then ``nworkers`` processes at once without any IPC; in forked children, so the main
+process stays as a user's would be), this loader and the torch loader. Every loader is built fresh in its
+round (construct-to-first-batch time), finishes a warm-up epoch, then runs ``--epochs`` timed epochs back to
+back and is shut down before the next measurement starts, so nothing runs unmeasured between epochs or in the
+background of another measurement.
 
 Reported (medians over rounds; ratios are taken within a round):
 
 - throughput of both loaders and the ratio (target >= 1.05x torch);
-- the limit: ``min(nworkers, usable CPUs)`` x single-process pipeline rate (target >= 0.95 of it);
+- the limit: ``min(nworkers, usable CPUs)`` x single-process pipeline rate (target >= 0.95 of it), and, for
+  comparison, what ``nworkers`` pipeline processes reach at once without any IPC on this machine (cores
+  shared with other load, caches and memory bandwidth shared with each other);
 - main-process CPU per image (``time.process_time`` of the consumer, all its threads, during the timed
   epochs; target <= 0.05 ms) and the workers' CPU per image (``/proc`` of the live children plus
   ``RUSAGE_CHILDREN`` of reaped ones over the same window: if it fell below the single-process cost, work
   would have been done outside the measured window);
 - construct-to-first-batch time minus the first batch's own work, estimated as per-image pipeline time x
   batch / nworkers (target <= 0.3 s);
-- peak shared memory (our ``/dev/shm`` segments) against the configured slots, constant over epochs;
-  peak RSS (``VmHWM``) of the main process and of the workers.
+- peak shared memory (our ``/dev/shm`` segments) against the configured slots, constant over epochs; the
+  main process's peak RSS growth while a loader runs (``VmHWM`` reset first) and the workers' PSS (shared
+  pages split among the processes that map them: their RSS would count the parent's pages once per worker).
 
 Example::
 
@@ -84,7 +88,7 @@ class BenchConfig:
     batch_size: int = 64
     size: int = 224
     rounds: int = 3
-    epochs: int = 2
+    epochs: int = 3
     seed: int = 0
     data: str | None = None
     photo_size: tuple[int, int] = (375, 500)
@@ -260,28 +264,37 @@ def _pipeline_child(samples: Sequence[dict[str, Any]], size: int, seed: int, con
         connection.close()
 
 
-def _measure_pipeline(samples: Sequence[dict[str, Any]], size: int, seed: int) -> tuple[float, float]:
-    """Single-process pipeline: (wall s per image, CPU s per image), measured in a forked child."""
+def _measure_pipeline(
+    samples: Sequence[dict[str, Any]], size: int, seed: int, processes: int = 1
+) -> list[tuple[float, float]]:
+    """The pipeline in ``processes`` forked children at once, no IPC: (wall s, CPU s) per image of each."""
     context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_pipeline_child, args=(samples, size, seed, sender), daemon=True)
-    process.start()
-    sender.close()
+    children = []
     try:
-        if not receiver.poll(600):
-            raise TimeoutError("the single-process pipeline measurement did not finish within 600 s")
-        result = receiver.recv()
+        for _ in range(processes):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(target=_pipeline_child, args=(samples, size, seed, sender), daemon=True)
+            process.start()
+            sender.close()
+            children.append((process, receiver))
+        results = []
+        for _, receiver in children:
+            if not receiver.poll(600):
+                raise TimeoutError("the single-process pipeline measurement did not finish within 600 s")
+            result = receiver.recv()
+            if isinstance(result, BaseException):
+                raise result
+            count, wall, cpu = result
+            results.append((wall / count, cpu / count))
+        return results
     finally:
-        receiver.close()
-        process.join(10)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-        process.close()
-    if isinstance(result, BaseException):
-        raise result
-    count, wall, cpu = result
-    return wall / count, cpu / count
+        for process, receiver in children:
+            receiver.close()
+            process.join(10)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            process.close()
 
 
 # -- process accounting ----------------------------------------------------------------------------------------
@@ -332,6 +345,27 @@ def _peak_rss_bytes(pid: int | str = "self") -> int:
     return 0
 
 
+def _rss_bytes() -> int:
+    """Current resident set of this process."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size of a process (shared pages split among their users); 0 when unavailable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _reset_peak_rss() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -366,8 +400,8 @@ class _LoaderRun:
     images_per_s: float
     main_cpu_ms: float
     worker_cpu_ms: float
-    main_peak_rss: int
-    workers_peak_rss: int
+    main_rss_growth: int
+    workers_pss: int
     shm_per_epoch: list[int] = field(default_factory=list)
 
 
@@ -383,6 +417,7 @@ def _run_loader(
 ) -> _LoaderRun:
     gc.collect()
     _reset_peak_rss()
+    rss_before = _rss_bytes()
     start = time.perf_counter()
     loader = build()
     try:
@@ -405,7 +440,7 @@ def _run_loader(
             cpu += time.process_time() - epoch_cpu
             shm.append(_our_shm_bytes())
         worker_cpu = _children_cpu_s() - children_before
-        workers_rss = sum(_peak_rss_bytes(pid) for pid in _children())
+        workers_pss = sum(_pss_bytes(pid) for pid in _children())
     finally:
         close(loader)
         del loader
@@ -415,8 +450,8 @@ def _run_loader(
         images_per_s=images / wall,
         main_cpu_ms=cpu / images * 1000,
         worker_cpu_ms=worker_cpu / images * 1000,
-        main_peak_rss=_peak_rss_bytes(),
-        workers_peak_rss=workers_rss,
+        main_rss_growth=max(0, _peak_rss_bytes() - rss_before),
+        workers_pss=workers_pss,
         shm_per_epoch=shm,
     )
 
@@ -487,6 +522,10 @@ def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# each measurement takes each position once every three rounds
+_ORDERS = (("pipeline", "ours", "torch"), ("torch", "pipeline", "ours"), ("ours", "torch", "pipeline"))
+
+
 def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure both loaders over ``config.rounds`` interleaved rounds.
 
@@ -504,10 +543,12 @@ def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[st
     loader_name = "TurboDataLoader"
     for round_index in range(config.rounds):
         measurements: dict[str, Any] = {}
-        order = ["pipeline", "ours", "torch"] if round_index % 2 == 0 else ["torch", "ours", "pipeline"]
+        order = _ORDERS[round_index % len(_ORDERS)]
         for what in order:
             if what == "pipeline":
-                measurements["pipeline"] = _measure_pipeline(samples, config.size, config.seed)
+                measurements["pipeline"] = _measure_pipeline(samples, config.size, config.seed)[0]
+                parallel = _measure_pipeline(samples, config.size, config.seed, config.nworkers)
+                measurements["parallel"] = sum(1 / wall for wall, _ in parallel)
             elif what == "ours":
                 measurements["ours"], loader_name = _ours(samples, config, round_index)
             else:
@@ -523,6 +564,7 @@ def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[st
             "pipeline_ms": wall_per_image * 1000,
             "pipeline_cpu_ms": cpu_per_image * 1000,
             "limit_images_per_s": limit,
+            "parallel_images_per_s": measurements["parallel"],
             "ratio_torch": ours.images_per_s / torch_run.images_per_s,
             "ratio_limit": ours.images_per_s / limit,
             "startup_overhead_s": ours.startup_s - first_batch_work,
@@ -550,6 +592,16 @@ def _median(rounds: list[dict[str, Any]], *path: str) -> float:
             value = value[part]
         values.append(float(value))
     return statistics.median(values)
+
+
+def _max(rounds: list[dict[str, Any]], *path: str) -> float:
+    values = []
+    for entry in rounds:
+        value: Any = entry
+        for part in path:
+            value = value[part]
+        values.append(float(value))
+    return max(values)
 
 
 def _at_least(value: float, target: float) -> bool:
@@ -580,6 +632,11 @@ def _summarise(config: BenchConfig, rounds: list[dict[str, Any]], loader_name: s
             _median(rounds, "limit_images_per_s"),
             "images/s",
         ),
+        Row(
+            f"{config.nworkers} pipeline processes at once, no IPC (this machine's real ceiling)",
+            _median(rounds, "parallel_images_per_s"),
+            "images/s",
+        ),
         Row("throughput / torch DataLoader", ratio_torch, "x", ">= 1.05", _at_least(ratio_torch, 1.05)),
         Row("throughput / limit", ratio_limit, "x", ">= 0.95", _at_least(ratio_limit, 0.95)),
         Row("main-process CPU per image", main_cpu, "ms", "<= 0.05", _at_most(main_cpu, 0.05)),
@@ -604,21 +661,24 @@ def _summarise(config: BenchConfig, rounds: list[dict[str, Any]], loader_name: s
             f"<= {configured / _MIB:.3f} ({slots} slots), constant over epochs",
             shm_peak <= configured and shm_constant,
         ),
-        Row("peak RSS main process", max(e["ours"]["main_peak_rss"] for e in rounds) / _MIB, "MiB"),
-        Row("peak RSS main process, torch", max(e["torch"]["main_peak_rss"] for e in rounds) / _MIB, "MiB"),
-        Row("peak RSS workers (sum)", max(e["ours"]["workers_peak_rss"] for e in rounds) / _MIB, "MiB"),
-        Row("peak RSS workers (sum), torch", max(e["torch"]["workers_peak_rss"] for e in rounds) / _MIB, "MiB"),
+        Row("main-process peak RSS growth while running", _max(rounds, "ours", "main_rss_growth") / _MIB, "MiB"),
+        Row("main-process peak RSS growth, torch", _max(rounds, "torch", "main_rss_growth") / _MIB, "MiB"),
+        Row("workers' PSS (sum, after the timed epochs)", _max(rounds, "ours", "workers_pss") / _MIB, "MiB"),
+        Row("workers' PSS (sum), torch", _max(rounds, "torch", "workers_pss") / _MIB, "MiB"),
     ]
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a fixed-width text table (metric, value, target, result)."""
-    lines = [f"{'metric':<52} {'value':>16}  {'target':<44} result", "-" * 122]
+    width = max([len("metric"), *(len(row["metric"]) for row in rows)])
+    target_width = max([len("target"), *(len(row["target"]) for row in rows)])
+    header = f"{'metric':<{width}} {'value':>18}  {'target':<{target_width}}  result"
+    lines = [header, "-" * len(header)]
     for row in rows:
         value = row["value"]
         shown = "n/a" if value is None or not math.isfinite(value) else f"{value:.3f} {row['unit']}"
         result = "" if row["passed"] is None else ("pass" if row["passed"] else "FAIL")
-        lines.append(f"{row['metric']:<52} {shown:>16}  {row['target']:<44} {result}")
+        lines.append(f"{row['metric']:<{width}} {shown:>18}  {row['target']:<{target_width}}  {result}".rstrip())
     return "\n".join(lines)
 
 
