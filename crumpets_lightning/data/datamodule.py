@@ -107,8 +107,8 @@ class MiniBatchLoader:
             except StopIteration:
                 return
             self._state_before_batch = state
-            self._mini_batches_done = 0
-            for mini_batch in mini_batches[skip:] if skip else mini_batches:
+            self._mini_batches_done = skip
+            for mini_batch in mini_batches[skip:]:
                 self._mini_batches_done += 1
                 yield _pinned(mini_batch) if self.pin_memory else mini_batch
             skip = 0
@@ -119,6 +119,8 @@ class MiniBatchLoader:
         Returns:
             ``{"loader": <TurboDataLoader state>, "mini_batch": <mini-batches of the current batch done>}``.
         """
+        if self._resume_skip:  # loaded but not iterated yet: the pending resume point
+            return {"loader": self.loader.state_dict(), "mini_batch": self._resume_skip}
         if 0 < self._mini_batches_done < self.num_mini_batches and self._state_before_batch is not None:
             return {"loader": dict(self._state_before_batch), "mini_batch": self._mini_batches_done}
         return {"loader": self.loader.state_dict(), "mini_batch": 0}
@@ -145,6 +147,8 @@ class MiniBatchLoader:
             )
         self.loader.load_state_dict(dict(state_dict["loader"]))
         self._resume_skip = skip
+        self._mini_batches_done = 0
+        self._state_before_batch = None
 
     def stop(self) -> None:
         """Stop the loader's processes and free its shared memory (idempotent; it restarts when iterated)."""

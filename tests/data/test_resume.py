@@ -103,6 +103,12 @@ def test_state_in_the_middle_of_a_crumpets_batch_resumes_at_the_next_mini_batch(
         assert state["mini_batch"] == 2
         resumed_loader = resumed.train_dataloader()
         resumed_loader.load_state_dict(state)
+        assert resumed_loader.state_dict() == state  # a checkpoint right after loading keeps the point
+        iterator = iter(resumed_loader)
+        got.append(labels_of(next(iterator)))  # interrupted again, three quarters into the batch
+        state = resumed_loader.state_dict()
+        assert state["mini_batch"] == 3
+        resumed_loader.load_state_dict(state)
         rest = [labels_of(b) for b in resumed_loader]
         assert got + rest == expected
         assert len(list(resumed_loader)) == 12  # the epoch after is a full one again
