@@ -57,8 +57,14 @@ def test_buffer_worker_registers_buffers_and_params():
 
 def test_augmentation_records_round_trip():
     records = [
-        {"color": True, "gamma_gray": 1.2, "gamma_color": (0.9, 1.0, 1.1), "contrast": -0.3, "noise": 0.05,
-         "blur": 0.002},
+        {
+            "color": True,
+            "gamma_gray": 1.2,
+            "gamma_color": (0.9, 1.0, 1.1),
+            "contrast": -0.3,
+            "noise": 0.05,
+            "blur": 0.002,
+        },
         {},
     ]
     rows = augmentation_from_records(records)
