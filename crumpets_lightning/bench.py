@@ -10,12 +10,13 @@ of worker processes and the same batch size:
   worker's ``prepare`` into fresh arrays, default collate, persistent workers (its fastest setting for
   several epochs), forked like ours.
 
-One run holds several rounds; each round measures, in an order that rotates between rounds, the pipeline
-(one process alone, then ``nworkers`` processes at once without any IPC; in forked children, so the main
-process stays as a user's would be), this loader and the torch loader. Every loader is built fresh in its
-round (construct-to-first-batch time), finishes a warm-up epoch, then runs ``--epochs`` timed epochs back to
-back and is shut down before the next measurement starts, so nothing runs unmeasured between epochs or in the
-background of another measurement.
+One run holds several rounds. Each round measures the pipeline (one process alone, then ``nworkers``
+processes at once without any IPC; in forked children, so the main process stays as a user's would be) before
+or after (alternating) both loaders. The loaders are built fresh in each round (construct-to-first-batch
+time) and finish a warm-up epoch; then their ``--epochs`` timed epochs alternate, one of ours, one of torch's
+(whose workers sit idle meanwhile), so load from anything else on the machine hits both alike. Nothing runs
+between epochs: every epoch is timed from ``iter()`` to its last batch, and a loader that kept working
+outside its epochs would show less worker CPU per image than the pipeline needs.
 
 Reported (medians over rounds; ratios are taken within a round):
 
@@ -52,7 +53,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,13 +397,78 @@ def _our_shm_bytes() -> int:
 
 @dataclass
 class _LoaderRun:
-    startup_s: float
-    images_per_s: float
-    main_cpu_ms: float
-    worker_cpu_ms: float
-    main_rss_growth: int
-    workers_pss: int
+    """One loader's measurements in one round (sums over its timed epochs)."""
+
+    startup_s: float = 0.0
+    images: int = 0
+    wall_s: float = 0.0
+    main_cpu_s: float = 0.0
+    worker_cpu_s: float = 0.0
+    main_rss_growth: int = 0
+    workers_pss: int = 0
     shm_per_epoch: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "startup_s": self.startup_s,
+            "images_per_s": self.images / self.wall_s,
+            "main_cpu_ms": self.main_cpu_s / self.images * 1000,
+            "worker_cpu_ms": self.worker_cpu_s / self.images * 1000,
+            "main_rss_growth": self.main_rss_growth,
+            "workers_pss": self.workers_pss,
+            "shm_per_epoch": self.shm_per_epoch,
+        }
+
+
+class _Measured:
+    """A loader under measurement: built and warmed up by :meth:`start`, timed epoch by epoch."""
+
+    def __init__(self, build: Callable[[], Any], close: Callable[[Any], None]) -> None:
+        self.build = build
+        self.close_loader = close
+        self.loader: Any = None
+        self.run = _LoaderRun()
+        self.worker_pids: list[int] = []
+
+    def start(self) -> None:
+        """Construct, take the first batch (start-up time), finish the warm-up epoch."""
+        gc.collect()
+        _reset_peak_rss()
+        rss_before = _rss_bytes()
+        children_before = set(_children())
+        start = time.perf_counter()
+        self.loader = self.build()
+        iterator = iter(self.loader)
+        first = next(iterator)
+        self.run.startup_s = time.perf_counter() - start
+        del first
+        for _ in iterator:
+            pass
+        del iterator
+        self.run.main_rss_growth = max(0, _peak_rss_bytes() - rss_before)
+        self.worker_pids = sorted(set(_children()) - children_before)
+
+    def timed_epoch(self) -> None:
+        """One epoch, timed; the other loader's workers sit idle meanwhile."""
+        children_before = _children_cpu_s()
+        wall, cpu = time.perf_counter(), time.process_time()
+        images = 0
+        for item in self.loader:
+            images += int(_batch_images(item).shape[0])
+        self.run.wall_s += time.perf_counter() - wall
+        self.run.main_cpu_s += time.process_time() - cpu
+        self.run.worker_cpu_s += _children_cpu_s() - children_before
+        self.run.images += images
+
+    def sample_memory(self) -> None:
+        self.run.shm_per_epoch.append(_our_shm_bytes())
+        self.run.workers_pss = max(self.run.workers_pss, sum(_pss_bytes(pid) for pid in self.worker_pids))
+
+    def close(self) -> None:
+        if self.loader is not None:
+            self.close_loader(self.loader)
+            self.loader = None
+            gc.collect()
 
 
 def _batch_images(item: Any) -> Any:
@@ -412,60 +478,19 @@ def _batch_images(item: Any) -> Any:
     return item["image"]
 
 
-def _run_loader(
-    build: Callable[[], Any], iterate: Callable[[Any], Iterable[Any]], close: Callable[[Any], None], epochs: int
-) -> _LoaderRun:
-    gc.collect()
-    _reset_peak_rss()
-    rss_before = _rss_bytes()
-    start = time.perf_counter()
-    loader = build()
-    try:
-        iterator = iter(iterate(loader))
-        first = next(iterator)
-        startup = time.perf_counter() - start
-        del first
-        for _ in iterator:  # the rest of the warm-up epoch
-            pass
-        del iterator
-        shm = [_our_shm_bytes()]
-        images = 0
-        wall = cpu = 0.0
-        children_before = _children_cpu_s()
-        for _ in range(epochs):
-            epoch_wall, epoch_cpu = time.perf_counter(), time.process_time()
-            for item in iterate(loader):
-                images += int(_batch_images(item).shape[0])
-            wall += time.perf_counter() - epoch_wall
-            cpu += time.process_time() - epoch_cpu
-            shm.append(_our_shm_bytes())
-        worker_cpu = _children_cpu_s() - children_before
-        workers_pss = sum(_pss_bytes(pid) for pid in _children())
-    finally:
-        close(loader)
-        del loader
-        gc.collect()
-    return _LoaderRun(
-        startup_s=startup,
-        images_per_s=images / wall,
-        main_cpu_ms=cpu / images * 1000,
-        worker_cpu_ms=worker_cpu / images * 1000,
-        main_rss_growth=max(0, _peak_rss_bytes() - rss_before),
-        workers_pss=workers_pss,
-        shm_per_epoch=shm,
-    )
-
-
-def _ours(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) -> tuple[_LoaderRun, str]:
-    from crumpets_lightning.data.loader import TurboDataLoader
-
-    loader_class: type = TurboDataLoader
+def _our_loader_class() -> type:
     try:
         from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
 
-        loader_class = TorchTurboDataLoader
+        return TorchTurboDataLoader
     except ImportError:
-        pass
+        from crumpets_lightning.data.loader import TurboDataLoader
+
+        return TurboDataLoader
+
+
+def _ours(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) -> _Measured:
+    loader_class = _our_loader_class()
 
     def build() -> Any:
         return loader_class(
@@ -478,8 +503,7 @@ def _ours(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) 
             name="bench",
         )
 
-    run = _run_loader(build, lambda loader: loader, lambda loader: loader.stop(), config.epochs)
-    return run, loader_class.__name__
+    return _Measured(build, lambda loader: loader.stop())
 
 
 def _shutdown_torch_loader(loader: Any) -> None:
@@ -490,7 +514,7 @@ def _shutdown_torch_loader(loader: Any) -> None:
     loader._iterator = None
 
 
-def _torch(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) -> _LoaderRun:
+def _torch(samples: list[dict[str, Any]], config: BenchConfig, round_index: int) -> _Measured:
     import torch
     from torch.utils.data import DataLoader
 
@@ -506,7 +530,32 @@ def _torch(samples: list[dict[str, Any]], config: BenchConfig, round_index: int)
             generator=torch.Generator().manual_seed(config.seed + round_index),
         )
 
-    return _run_loader(build, lambda loader: loader, _shutdown_torch_loader, config.epochs)
+    return _Measured(build, _shutdown_torch_loader)
+
+
+def _measure_loaders(
+    samples: list[dict[str, Any]], config: BenchConfig, round_index: int
+) -> tuple[_LoaderRun, _LoaderRun]:
+    """Both loaders in one round: started one after the other, then timed epochs alternating between them.
+
+    Alternating epoch by epoch (about a second each) exposes both to the same load from anything else
+    running on the machine, which a whole-loader-at-a-time comparison does not.
+    """
+    ours, theirs = _ours(samples, config, round_index), _torch(samples, config, round_index)
+    pair = [ours, theirs] if round_index % 2 == 0 else [theirs, ours]
+    try:
+        for measured in pair:
+            measured.start()
+        for measured in pair:
+            measured.sample_memory()
+        for epoch in range(config.epochs):
+            for measured in pair if epoch % 2 == 0 else pair[::-1]:
+                measured.timed_epoch()
+                measured.sample_memory()
+    finally:
+        for measured in pair:
+            measured.close()
+    return ours.run, theirs.run
 
 
 # -- the whole benchmark ---------------------------------------------------------------------------------------
@@ -520,10 +569,6 @@ def _slot_bytes(config: BenchConfig) -> int:
 
 def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-# each measurement takes each position once every three rounds
-_ORDERS = (("pipeline", "ours", "torch"), ("torch", "pipeline", "ours"), ("ours", "torch", "pipeline"))
 
 
 def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -540,39 +585,36 @@ def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[st
     samples = [{"image": data, "label": i % 10, "key": i} for i, data in enumerate(jpegs)]
     _one_thread_opencv()  # the forked workers inherit it; the torch workers also set it
     rounds: list[dict[str, Any]] = []
-    loader_name = "TurboDataLoader"
+    loader_name = _our_loader_class().__name__
     for round_index in range(config.rounds):
         measurements: dict[str, Any] = {}
-        order = _ORDERS[round_index % len(_ORDERS)]
-        for what in order:
+        for what in ("pipeline", "loaders") if round_index % 2 == 0 else ("loaders", "pipeline"):
             if what == "pipeline":
                 measurements["pipeline"] = _measure_pipeline(samples, config.size, config.seed)[0]
                 parallel = _measure_pipeline(samples, config.size, config.seed, config.nworkers)
                 measurements["parallel"] = sum(1 / wall for wall, _ in parallel)
-            elif what == "ours":
-                measurements["ours"], loader_name = _ours(samples, config, round_index)
             else:
-                measurements["torch"] = _torch(samples, config, round_index)
+                measurements["ours"], measurements["torch"] = _measure_loaders(samples, config, round_index)
         wall_per_image, cpu_per_image = measurements["pipeline"]
-        ours, torch_run = measurements["ours"], measurements["torch"]
+        ours, torch_run = measurements["ours"].summary(), measurements["torch"].summary()
         limit = min(config.nworkers, _usable_cpus()) / wall_per_image
         first_batch_work = wall_per_image * config.batch_size / config.nworkers
         entry = {
             "round": round_index,
-            "ours": asdict(ours),
-            "torch": asdict(torch_run),
+            "ours": ours,
+            "torch": torch_run,
             "pipeline_ms": wall_per_image * 1000,
             "pipeline_cpu_ms": cpu_per_image * 1000,
             "limit_images_per_s": limit,
             "parallel_images_per_s": measurements["parallel"],
-            "ratio_torch": ours.images_per_s / torch_run.images_per_s,
-            "ratio_limit": ours.images_per_s / limit,
-            "startup_overhead_s": ours.startup_s - first_batch_work,
+            "ratio_torch": ours["images_per_s"] / torch_run["images_per_s"],
+            "ratio_limit": ours["images_per_s"] / limit,
+            "startup_overhead_s": ours["startup_s"] - first_batch_work,
         }
         rounds.append(entry)
         log(
-            f"round {round_index + 1}/{config.rounds}: {loader_name} {ours.images_per_s:.0f} img/s, torch "
-            f"{torch_run.images_per_s:.0f} img/s, limit {limit:.0f} img/s, ratio {entry['ratio_torch']:.3f}"
+            f"round {round_index + 1}/{config.rounds}: {loader_name} {ours['images_per_s']:.0f} img/s, torch "
+            f"{torch_run['images_per_s']:.0f} img/s, limit {limit:.0f} img/s, ratio {entry['ratio_torch']:.3f}"
         )
     rows = _summarise(config, rounds, loader_name)
     return {
