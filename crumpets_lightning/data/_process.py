@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,11 +262,28 @@ def _worker_main(
     _set_parent_death_signal()
     if os.getppid() != parent_pid:
         return
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None:
-        cv2.setNumThreads(1)
     control = np.frombuffer(control_memory, dtype=np.int64, count=2)
     _WorkerLoop(wid, template, source, layout, control, socket_dir, seed, skip_bad_samples).run(parent_pid)
+
+
+@contextlib.contextmanager
+def _single_threaded_opencv() -> Iterator[None]:
+    """Fork with OpenCV's thread pool shut down, then restore it in this process.
+
+    A child forked while OpenCV's pool threads exist inherits the pool's locks and condition variables but not
+    its threads: its first parallel call (or ``cv2.setNumThreads``) then blocks forever. Setting one thread
+    before the fork joins the pool, so children start with a serial OpenCV (one core per worker anyway).
+    """
+    cv2 = sys.modules.get("cv2")
+    if cv2 is None:
+        yield
+        return
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _wait_all(processes: list[Any], timeout: float) -> list[Any]:
@@ -328,25 +345,8 @@ class WorkerPool:
             )
         try:
             context = multiprocessing.get_context("fork")
-            for wid in range(nworkers):
-                process = context.Process(
-                    target=_worker_main,
-                    args=(
-                        wid,
-                        self.owner_pid,
-                        template,
-                        source,
-                        layout,
-                        self._control_memory,
-                        self.socket_dir,
-                        seed,
-                        skip_bad_samples,
-                    ),
-                    name=f"{name}-worker-{wid}",
-                    daemon=True,
-                )
-                process.start()
-                self.processes.append(process)
+            with _single_threaded_opencv():
+                self._fork_workers(context, template, source, layout, seed, skip_bad_samples, name)
             # Only now (after every fork) does this process create its own ZeroMQ context and threads.
             self._context = zmq.Context()
             self._results = self._context.socket(zmq.PULL)
@@ -357,6 +357,36 @@ class WorkerPool:
         except BaseException:
             self.close()
             raise
+
+    def _fork_workers(
+        self,
+        context: Any,
+        template: Worker,
+        source: Sequence[Any] | None,
+        layout: BatchLayout,
+        seed: int,
+        skip_bad_samples: bool,
+        name: str,
+    ) -> None:
+        for wid in range(self.nworkers):
+            process = context.Process(
+                target=_worker_main,
+                args=(
+                    wid,
+                    self.owner_pid,
+                    template,
+                    source,
+                    layout,
+                    self._control_memory,
+                    self.socket_dir,
+                    seed,
+                    skip_bad_samples,
+                ),
+                name=f"{name}-worker-{wid}",
+                daemon=True,
+            )
+            process.start()
+            self.processes.append(process)
 
     @property
     def pids(self) -> list[int]:

@@ -13,6 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
+import cv2
 import msgpack
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from tests.data._helpers import (
     SelfKillWorker,
     SetupFailingWorker,
     collect,
+    concat,
     synthetic_images,
     value_samples,
 )
@@ -300,3 +302,29 @@ def test_garbage_collected_loader_stops_its_workers():
     assert not any(
         Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" for pid in pids
     )
+
+
+class _WarpWorker(EchoWorker):
+    """Runs an OpenCV op big enough for OpenCV to use its thread pool, then echoes the sample."""
+
+    def prepare(self, sample, batch, buffers):
+        image = np.full((1200, 1200, 3), sample["value"], np.uint8)
+        cv2.warpAffine(image, np.float32([[0.5, 0, 0], [0, 0.5, 0]]), (600, 600))
+        super().prepare(sample, batch, buffers)
+
+
+def test_workers_forked_after_opencv_used_its_thread_pool_do_not_hang():
+    # Regression: a child forked while OpenCV's pool threads were parked inherited their condition variables
+    # and blocked forever in its first OpenCV call.
+    image = np.zeros((2000, 2000, 3), np.uint8)
+    for _ in range(3):
+        cv2.warpAffine(image, np.float32([[0.5, 0, 0], [0, 0.5, 0]]), (1000, 1000))
+    time.sleep(0.5)  # let the pool threads go to sleep on their condition variable
+    threads = cv2.getNumThreads()
+    loader = TurboDataLoader(value_samples(8), 4, _WarpWorker(), nworkers=2, timeout=15)
+    try:
+        values = concat(collect(loader), "value").ravel()
+    finally:
+        loader.stop()
+    assert values.tolist() == list(range(8))
+    assert cv2.getNumThreads() == threads  # the caller's OpenCV setting is restored
