@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -41,6 +42,14 @@ from crumpets_lightning.modules.utils import Normalize
 __all__ = ["CrumpetsModule", "default_optimizer"]
 
 _INTERVALS = ("step", "epoch")
+
+# Lightning warns whenever a module overrides ``on_after_batch_transfer`` and a DataModule is passed. Running
+# the Randomizer there, in the module, is this class's design (the DataModule has no such hook), so the
+# warning only says what is intended.
+warnings.filterwarnings(
+    "ignore",
+    message=r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a",
+)
 
 
 def default_optimizer(params: Iterable[Any]) -> Optimizer:
