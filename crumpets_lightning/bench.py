@@ -64,7 +64,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["BenchConfig", "Row", "load_jpegs", "main", "make_photo_jpegs", "run_benchmark"]
+__all__ = ["BenchConfig", "Row", "format_table", "load_jpegs", "main", "make_photo_jpegs", "run_benchmark"]
 
 _SHM_DIR = Path("/dev/shm")
 _JPEG_SUFFIXES = (".jpg", ".jpeg", ".JPG", ".JPEG")
