@@ -28,6 +28,8 @@ class Normalize(nn.Module):
     """``(image / scale - mean) / std`` per channel; uint8 or float images in, float32 (or the float dtype) out.
 
     The input is never modified. Statistics are buffers, so they move with the module (``.to(device)``).
+    A one-channel (gray) image with per-channel RGB statistics is normalised with their averages, so the
+    default ImageNet statistics also serve gray images.
 
     Args:
         mean: Per-channel mean (in units of ``image / scale``); one value for all channels is allowed.
@@ -67,13 +69,18 @@ class Normalize(nn.Module):
             ValueError: If the channel count does not match the statistics.
         """
         channels = self.mean.shape[1] if self.mean.shape[1] != 1 else self.std.shape[1]
-        if image.dim() != 4 or (channels != 1 and image.shape[1] != channels):
+        gray_with_rgb_stats = image.dim() == 4 and image.shape[1] == 1 and channels == 3
+        if image.dim() != 4 or (channels != 1 and image.shape[1] != channels and not gray_with_rgb_stats):
             raise ValueError(
                 f"Normalize with {channels} channel(s) cannot handle an image of shape {tuple(image.shape)}"
             )
+        if gray_with_rgb_stats:
+            mean_src, std_src = self.mean.mean(1, keepdim=True), self.std.mean(1, keepdim=True)
+        else:
+            mean_src, std_src = self.mean, self.std
         dtype = image.dtype if image.is_floating_point() else torch.float32
-        mean = self.mean.to(device=image.device, dtype=dtype)
-        std = self.std.to(device=image.device, dtype=dtype)
+        mean = mean_src.to(device=image.device, dtype=dtype)
+        std = std_src.to(device=image.device, dtype=dtype)
         return (image.to(dtype) / self.scale - mean) / std
 
     def extra_repr(self) -> str:

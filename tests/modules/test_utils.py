@@ -33,9 +33,17 @@ def test_normalize_errors() -> None:
     with pytest.raises(ValueError, match="`std`"):
         Normalize(std=(0.2, 0.0, 0.2))
     with pytest.raises(ValueError, match="3 channel"):
-        Normalize()(torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+        Normalize()(torch.zeros(1, 4, 2, 2, dtype=torch.uint8))
     with pytest.raises(ValueError, match="same length"):
         Normalize(mean=(0.1, 0.2), std=(0.1, 0.2, 0.3))
+
+
+def test_gray_images_use_the_average_of_rgb_statistics() -> None:
+    array = np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4) * 15
+    out = Normalize()(torch.from_numpy(array))
+    mean, std = np.mean([0.485, 0.456, 0.406]), np.mean([0.229, 0.224, 0.225])
+    assert out.shape == (1, 1, 4, 4)
+    np.testing.assert_allclose(out.numpy(), (array / 255.0 - mean) / std, rtol=1e-5, atol=1e-5)
 
 
 def test_normalize_moves_with_module_and_is_not_in_state_dict() -> None:
