@@ -346,7 +346,25 @@ class WorkerPool:
         try:
             context = multiprocessing.get_context("fork")
             with _single_threaded_opencv():
-                self._fork_workers(context, template, source, layout, seed, skip_bad_samples, name)
+                for wid in range(self.nworkers):
+                    process = context.Process(
+                        target=_worker_main,
+                        args=(
+                            wid,
+                            self.owner_pid,
+                            template,
+                            source,
+                            layout,
+                            self._control_memory,
+                            self.socket_dir,
+                            seed,
+                            skip_bad_samples,
+                        ),
+                        name=f"{name}-worker-{wid}",
+                        daemon=True,
+                    )
+                    process.start()
+                    self.processes.append(process)
             # Only now (after every fork) does this process create its own ZeroMQ context and threads.
             self._context = zmq.Context()
             self._results = self._context.socket(zmq.PULL)
@@ -357,36 +375,6 @@ class WorkerPool:
         except BaseException:
             self.close()
             raise
-
-    def _fork_workers(
-        self,
-        context: Any,
-        template: Worker,
-        source: Sequence[Any] | None,
-        layout: BatchLayout,
-        seed: int,
-        skip_bad_samples: bool,
-        name: str,
-    ) -> None:
-        for wid in range(self.nworkers):
-            process = context.Process(
-                target=_worker_main,
-                args=(
-                    wid,
-                    self.owner_pid,
-                    template,
-                    source,
-                    layout,
-                    self._control_memory,
-                    self.socket_dir,
-                    seed,
-                    skip_bad_samples,
-                ),
-                name=f"{name}-worker-{wid}",
-                daemon=True,
-            )
-            process.start()
-            self.processes.append(process)
 
     @property
     def pids(self) -> list[int]:
