@@ -516,6 +516,8 @@ class TurboDataLoader:
             token = secrets.token_hex(4)
             ring = SharedBatchRing(layout, self._nslots, _MAX_GROWTH * self._nslots, token)
         try:
+            # read-only tables built once here are shared by every forked worker
+            self.worker_template.prepare_shared()
             pool = WorkerPool(
                 self.worker_template,
                 self.nworkers,

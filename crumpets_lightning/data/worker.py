@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import abc
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,14 @@ class Worker(abc.ABC):
     def buffer_specs(self) -> dict[str, BufferSpec]:
         """Fixed-size outputs per sample, allocated in shared memory by the loader. Empty by default."""
         return {}
+
+    def prepare_shared(self) -> None:  # noqa: B027 - optional hook
+        """Called once in the main process before worker processes are forked; default does nothing.
+
+        Build read-only tables here that every worker then shares (copy-on-write): they exist once in memory
+        instead of once per worker, and no worker spends time on them at its first sample. Keep them
+        read-only: a worker writing to them would copy the pages it touches.
+        """
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Called once in each worker process before the first sample: open files, build tables."""

@@ -43,8 +43,8 @@ from crumpets_lightning.data.augmentation import (
 )
 from crumpets_lightning.data.augmentation_record import AUGMENTATION_SPEC
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.pixel_ops import apply_pixel_ops, apply_pixel_ops_chw
-from crumpets_lightning.data.rng import RNG, NoRNG
+from crumpets_lightning.data.pixel_ops import apply_pixel_ops, apply_pixel_ops_chw, noise_pool
+from crumpets_lightning.data.rng import RNG, MixtureRNG, NoRNG
 from crumpets_lightning.data.worker import BufferSpec, BufferWorker
 
 __all__ = ["ClassificationWorker", "FCNWorker", "ImageWorker", "SaliencyWorker", "SegmentationWorker"]
@@ -195,6 +195,29 @@ class ImageWorker(BufferWorker):
         if not isinstance(image_rng, RNG) and not callable(image_rng):
             raise TypeError(f"`image_rng` must be an RNG (e.g. MixtureRNG), got {type(image_rng).__name__}")
         self.image_rng = image_rng
+
+    def prepare_shared(self) -> None:
+        """Build the noise pool in the main process, so forked workers share it instead of each building it.
+
+        Skipped when no noise can be added on the CPU: pixel ops left to the GPU, or neither the fixed
+        ``image_params`` nor the ``image_rng`` (a :class:`~crumpets_lightning.data.rng.NoRNG`, or a
+        :class:`~crumpets_lightning.data.rng.MixtureRNG` without noise) add any.
+        """
+        if self._may_add_noise_on_cpu():
+            noise_pool()
+
+    def _may_add_noise_on_cpu(self) -> bool:
+        fixed = self.params.get("image", {})
+        if self.gpu_augmentation or fixed.get("gpu_augmentation", False):
+            return False
+        if "noise" in fixed:
+            return bool(fixed["noise"])
+        rng = self.image_rng
+        if isinstance(rng, NoRNG):
+            return False
+        if isinstance(rng, MixtureRNG):
+            return rng.noise_range is not None and rng.noise_range[1] > 0 and rng.prob > 0
+        return True  # any other RNG may draw noise
 
     def draw_params(self, key: str = "image") -> dict[str, Any]:
         """Draw random parameters for buffer ``key`` from ``self.rng``; fixed params of ``key`` override them."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import itertools
 import math
+import os
 import warnings
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 
 from crumpets_lightning.data.codec import pack_sample
 from crumpets_lightning.data.loader import TurboDataLoader
+from crumpets_lightning.data.worker import Worker
 from tests.conftest import crumpets_shm_segments, descendants
 from tests.data._helpers import (
     DecodeWorker,
@@ -369,3 +372,42 @@ def test_repr_names_the_configuration():
     loader = TurboDataLoader(value_samples(4), 2, EchoWorker(), nworkers=1, seed=5, name="train")
     text = repr(loader)
     assert "train" in text and "batch_size=2" in text and "seed=5" in text and "EchoWorker" in text
+
+
+class SharedTableWorker(EchoWorker):
+    """Builds a table in ``prepare_shared``; every sample reports who built it, how often, and its own pid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_buffer("shared", ((4,), np.int64))
+        self.built_by = -1
+        self.calls = 0
+        self.table: np.ndarray | None = None
+
+    def prepare_shared(self) -> None:
+        self.built_by = os.getpid()
+        self.calls += 1
+        self.table = np.arange(7, dtype=np.int64)
+
+    def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
+        super().prepare(sample, batch, buffers)
+        table_sum = -1 if self.table is None else int(self.table.sum())
+        buffers["shared"][...] = (self.built_by, self.calls, os.getpid(), table_sum)
+
+
+def test_prepare_shared_runs_once_in_the_parent_before_workers_fork():
+    template = SharedTableWorker()
+    with TurboDataLoader(value_samples(8), 2, template, nworkers=2, seed=1) as loader:
+        rows = np.concatenate([m["shared"] for _, mini_batches in loader for m in mini_batches])
+    assert template.calls == 1 and template.built_by == os.getpid()
+    assert (rows[:, 0] == os.getpid()).all()  # built in this (the parent) process ...
+    assert (rows[:, 1] == 1).all()  # ... once, and the workers inherited it instead of building their own
+    assert (rows[:, 2] != os.getpid()).all()  # the samples really ran in other processes
+    assert (rows[:, 3] == sum(range(7))).all()
+
+
+def test_prepare_shared_defaults_to_doing_nothing():
+    worker = EchoWorker()
+    before = dict(vars(worker))
+    assert Worker.prepare_shared(worker) is None
+    assert vars(worker) == before

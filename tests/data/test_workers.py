@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import sklearn.datasets
 
+from crumpets_lightning.data import pixel_ops
 from crumpets_lightning.data.augmentation import augmentation_row, decode_image
 from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.rng import MixtureRNG
+from crumpets_lightning.data.rng import MixtureRNG, NoRNG
 from crumpets_lightning.data.workers import (
     ClassificationWorker,
     FCNWorker,
@@ -343,3 +344,55 @@ def test_reduced_decode_keeps_saliency_aligned() -> None:
     peak = np.unravel_index(out["target_image"][0].argmax(), (60, 60))
     centre = _centroid(out["image"][0])
     assert abs(peak[0] - centre[0]) <= 1 and abs(peak[1] - centre[1]) <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "builds"),
+    [
+        ({"image_rng": MixtureRNG(prob=0.5, noise_range=(0.03, 0.1))}, True),
+        ({"image_params": {"noise": 0.05}}, True),
+        ({"image_rng": MixtureRNG(prob=0.5, noise_range=(0.03, 0.1)), "gpu_augmentation": True}, False),
+        ({"image_rng": MixtureRNG(prob=0.0, noise_range=(0.03, 0.1))}, False),
+        ({"image_rng": MixtureRNG(prob=1.0, brightness_range=(-0.5, 0.5))}, False),
+        ({"image_rng": NoRNG()}, False),
+        ({}, False),
+    ],
+)
+def test_prepare_shared_builds_the_noise_pool_only_when_cpu_noise_is_possible(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict, builds: bool
+) -> None:
+    monkeypatch.setattr(pixel_ops, "_pool", None)
+    ImageWorker(((3, 8, 8), np.uint8), **kwargs).prepare_shared()
+    assert (pixel_ops._pool is not None) is builds
+    if builds:  # the pool the pixel ops then use, not a private copy
+        assert pixel_ops.noise_pool() is pixel_ops._pool
+
+
+class PoolProbeWorker(ClassificationWorker):
+    """Reports in a buffer whether the noise pool already existed when its worker process started."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ((3, 8, 8), np.uint8), ((1,), np.int64), image_rng=MixtureRNG(prob=1.0, noise_range=(0.05, 0.05))
+        )
+        self.add_buffer("pool_at_start", ((1,), np.int64))
+        self.pool_at_start = -1
+
+    def setup(self) -> None:
+        self.pool_at_start = int(pixel_ops._pool is not None)
+
+    def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
+        super().prepare(sample, batch, buffers)
+        buffers["pool_at_start"][0] = self.pool_at_start
+
+
+def test_loader_workers_inherit_the_noise_pool_built_before_the_fork(
+    monkeypatch: pytest.MonkeyPatch, china: bytes
+) -> None:
+    from crumpets_lightning.data.loader import TurboDataLoader
+
+    monkeypatch.setattr(pixel_ops, "_pool", None)
+    samples = [{"image": china, "label": i} for i in range(4)]
+    with TurboDataLoader(samples, 2, PoolProbeWorker(), nworkers=2, seed=0) as loader:
+        flags = [int(v) for _, mini_batches in loader for m in mini_batches for v in m["pool_at_start"].ravel()]
+    assert flags == [1, 1, 1, 1]
