@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from crumpets_lightning.data.augmentation import augmentation_row
+from crumpets_lightning.data.pixel_ops import _uint8_tables as uint8_tables
 from crumpets_lightning.data.pixel_ops import (
     add_blur,
     add_gamma,
@@ -173,3 +174,27 @@ def test_chw_in_place_equals_hwc() -> None:
 def test_non_uint8_is_rejected() -> None:
     with pytest.raises(ValueError, match="uint8"):
         add_blur(np.zeros((4, 4, 3), np.float32), 1.0)
+
+
+def test_fast_uint8_tables_stay_within_one_level_of_the_rounded_formula() -> None:
+    rng = np.random.default_rng(7)
+    exact_tables = 0
+    for trial in range(300):
+        gammas = (2.0 ** rng.uniform(-1.5, 1.5, 3)).tolist()
+        if trial % 2:
+            gammas = [gammas[0]] * 3
+        contrast = [0.0, -1.0, 1.0][trial] if trial < 3 else float(rng.uniform(-1, 1))
+        table = uint8_tables(gammas, contrast)
+        assert table.shape == (3, 256) and table.dtype == np.uint8
+        reference = np.stack([np.rint(_reference_lut(g, contrast)) for g in gammas])
+        diff = np.abs(table.astype(np.int64) - reference)
+        assert diff.max() <= 1, (gammas, contrast)
+        assert table[:, 0].tolist() == [0, 0, 0] and table[:, 255].tolist() == [255, 255, 255]
+        exact_tables += int(diff.max() == 0)
+    assert exact_tables >= 290  # float32 moves an entry only when it lies right at a rounding boundary
+
+
+@pytest.mark.parametrize("gammas", [[0.0, 1.0, 1.0], [2.0, 0.0, 0.5]])
+def test_fast_uint8_tables_fall_back_to_float64_for_odd_gammas(gammas: list[float]) -> None:
+    expected = np.rint(gamma_contrast_lut(gammas, 0.3)).astype(np.uint8)
+    assert np.array_equal(uint8_tables(gammas, 0.3), expected)
