@@ -157,7 +157,9 @@ def _decode(
     if is_jpeg and simplejpeg is not None and mode != "unchanged":
         colorspace = {"rgba": "RGBA", "rgb": "RGB", "gray": "GRAY"}[mode]
         try:
-            height, width = simplejpeg.decode_jpeg_header(buffer)[:2]
+            # the header parse in Python is cheaper than simplejpeg's (which sets up a whole decompressor)
+            size = _jpeg_size(data if isinstance(data, bytes) else buffer.data)
+            height, width = size if size is not None else simplejpeg.decode_jpeg_header(buffer)[:2]
             image = simplejpeg.decode_jpeg(
                 buffer,
                 colorspace,

@@ -218,3 +218,13 @@ def test_do_rotate_and_resize_false_keeps_geometry() -> None:
     source = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     out = randomize_image(source, (5, 5), angle=40, do_rotate_and_resize=False)
     assert np.array_equal(out, source)
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8)])
+def test_reduced_decode_reports_the_full_size_for_any_bytes_like_input(china_bytes: bytes, wrap) -> None:
+    from crumpets_lightning.data.augmentation import _decode
+
+    full_h, full_w = cv2.imdecode(np.frombuffer(china_bytes, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    image, size = _decode(wrap(china_bytes), "rgb", 100, 100, 2.0, fast_dct=True)
+    assert size == (full_h, full_w)
+    assert image.shape[0] < full_h and image.shape[2] == 3  # really decoded at reduced scale
