@@ -142,14 +142,21 @@ def _corrupt(buffer: np.ndarray, detail: str = "") -> SampleError:
 
 
 def _decode(
-    data: Any, mode: str, min_height: int = 0, min_width: int = 0, min_factor: float = 2, fast_dct: bool = False
+    data: Any,
+    mode: str,
+    min_height: int = 0,
+    min_width: int = 0,
+    min_factor: float = 2,
+    fast_dct: bool = False,
+    fast_upsample: bool = False,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode like :func:`decode_image`, returning the image and the full (undecoded) ``(height, width)``.
 
     ``mode``: ``"rgba"`` (``H x W x 4``, the fastest input for the warp), ``"rgb"``, ``"gray"`` (``H x W``) or
     ``"unchanged"`` (label maps: OpenCV's ``IMREAD_UNCHANGED``, never reduced, channels as stored).
     ``fast_dct`` uses libjpeg-turbo's fast integer IDCT (about 5 % faster; pixel values differ by about one
-    level on average) when ``simplejpeg`` decodes.
+    level on average) when ``simplejpeg`` decodes; ``fast_upsample`` its simple chroma upsampling (about 6 %
+    faster; about half a level more difference on average after a downscaling warp).
     """
     buffer = _to_buffer(data)
     is_jpeg = buffer.size > 3 and buffer[0] == 0xFF and buffer[1] == 0xD8
@@ -164,6 +171,7 @@ def _decode(
                 buffer,
                 colorspace,
                 fastdct=fast_dct,
+                fastupsample=fast_upsample,
                 min_height=int(min_height),
                 min_width=int(min_width),
                 min_factor=float(min_factor),

@@ -57,6 +57,10 @@ _REDUCE_MIN_FACTOR = 2.0
 # libjpeg-turbo's fast integer IDCT: ~5 % faster decoding, about one gray level of difference on average,
 # far below the augmentation's own changes.
 _FAST_DCT = True
+# libjpeg-turbo's simple chroma upsampling (pixel replication instead of a triangle filter): ~6 % faster
+# decoding; the chroma planes are at half resolution anyway and the warp usually shrinks the image. After a
+# 500x375 -> 224x224 warp the mean difference to an exact decode grows from ~0.95 (fast IDCT) to ~1.4 levels.
+_FAST_UPSAMPLE = True
 
 
 def _check_params(name: str, params: Mapping[str, Any] | None, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -260,7 +264,8 @@ class ImageWorker(BufferWorker):
         need_h, need_w = _needed_source(params, height, width)
         try:
             mode = "rgb" if channels == 3 else "gray"
-            return _decode(data, mode, need_h, need_w, _REDUCE_MIN_FACTOR, fast_dct=_FAST_DCT)
+            fast = {"fast_dct": _FAST_DCT, "fast_upsample": _FAST_UPSAMPLE}
+            return _decode(data, mode, need_h, need_w, _REDUCE_MIN_FACTOR, **fast)
         except SampleError as error:
             raise SampleError(f"field {key!r}: {error.message}", self.sample_key) from None
 

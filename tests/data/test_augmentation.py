@@ -228,3 +228,18 @@ def test_reduced_decode_reports_the_full_size_for_any_bytes_like_input(china_byt
     image, size = _decode(wrap(china_bytes), "rgb", 100, 100, 2.0, fast_dct=True)
     assert size == (full_h, full_w)
     assert image.shape[0] < full_h and image.shape[2] == 3  # really decoded at reduced scale
+
+
+def test_fast_decode_options_stay_close_to_the_exact_decode(china_bytes: bytes) -> None:
+    from crumpets_lightning.data.augmentation import _decode
+
+    photo = cv2.imdecode(np.frombuffer(china_bytes, np.uint8), cv2.IMREAD_COLOR)
+    # chroma at half resolution (4:2:0, as most photos), so the upsampling method matters
+    params = [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420]
+    data = cv2.imencode(".jpg", photo, params)[1].tobytes()
+    exact = _decode(data, "rgb")[0].astype(np.int64)
+    fast_dct = _decode(data, "rgb", fast_dct=True)[0].astype(np.int64)
+    fast = _decode(data, "rgb", fast_dct=True, fast_upsample=True)[0].astype(np.int64)
+    assert fast.shape == exact.shape
+    assert not np.array_equal(fast, fast_dct)  # the upsampling option is passed on
+    assert 0 < np.abs(fast_dct - exact).mean() < np.abs(fast - exact).mean() < 2.5  # small changes
