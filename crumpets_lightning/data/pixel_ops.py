@@ -187,10 +187,10 @@ def _apply_planes(
         work = plane
         if kernel is not None:
             # OpenCV filters in float; to uint8 it rounds half to even
-            depth = cv2.CV_32F if units is not None else -1
-            work = cv2.sepFilter2D(plane, depth, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
-            if units is None:
-                plane[...] = work
+            if units is None:  # straight back into the plane (OpenCV filters in place)
+                cv2.sepFilter2D(plane, -1, kernel, kernel, dst=plane, borderType=cv2.BORDER_REFLECT_101)
+            else:
+                work = cv2.sepFilter2D(plane, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
         if units is not None:
             # saturating conversion: rounds half to even, then clips to [0, 255]
             cv2.addWeighted(work, 1.0, units[c], noise * 255.0 * noise_weights[c], 0.0, dst=plane, dtype=cv2.CV_8U)

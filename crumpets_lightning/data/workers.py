@@ -89,14 +89,19 @@ def _fill_values(spec: BufferSpec) -> list[float]:
 def _spec_border(spec: BufferSpec) -> tuple[float, float, float, float]:
     """OpenCV border value of the spec's fill value (cached on the fill array, which specs share)."""
     fill = spec[2]
+    known = _BORDERS_BY_ID.get(id(fill))  # per sample: the same fill array as last time, skip the key
+    if known is not None and known[0] is fill and known[1] == spec[0][0]:
+        return known[2]
     key = (fill.tobytes(), fill.dtype.str, spec[0][0])
     border = _BORDERS.get(key)
     if border is None:
         border = _BORDERS[key] = _background_tuple(_fill_values(spec), spec[0][0])
+    _BORDERS_BY_ID[id(fill)] = (fill, spec[0][0], border)  # holds ``fill``, so its id stays unique
     return border
 
 
 _BORDERS: dict[tuple[bytes, str, int], tuple[float, float, float, float]] = {}
+_BORDERS_BY_ID: dict[int, tuple[np.ndarray, int, tuple[float, float, float, float]]] = {}
 
 
 def _needed_source(params: Mapping[str, Any], height: int, width: int) -> tuple[int, int]:
