@@ -34,6 +34,7 @@ when they write their CHW buffers.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -470,6 +471,18 @@ def rotate_and_resize(
     return out
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """This thread's reusable array ``name``, replaced when a different shape or dtype is asked for."""
+    arrays = _SCRATCH.__dict__
+    array = arrays.get(name)
+    if array is None or array.shape != shape or array.dtype != dtype:
+        array = arrays[name] = np.empty(shape, dtype)
+    return array
+
+
 def _warp(
     im: np.ndarray,
     matrix: np.ndarray,
@@ -477,8 +490,13 @@ def _warp(
     method: int,
     border: tuple[float, float, float, float],
     supersampling: int,
+    scratch: bool = False,
 ) -> np.ndarray:
-    """The warp behind :func:`rotate_and_resize`; 3-channel uint8 images come back with a 4th channel."""
+    """The warp behind :func:`rotate_and_resize`; 3-channel uint8 images come back with a 4th channel.
+
+    ``scratch``: the RGBA copy and the result live in this thread's reusable arrays (the workers' path: warm
+    memory instead of fresh allocations per sample), so the result is only valid until the next such call.
+    """
     th, tw = target_size
     sh, sw = im.shape[:2]
     channels = 1 if im.ndim == 2 else im.shape[2]
@@ -496,17 +514,20 @@ def _warp(
         matrix = matrix @ np.linalg.inv(_pixel_grid(new_w / sw, new_h / sh))
         largest = _singular_values(matrix)[1]
     if channels == 3 and im.dtype == np.uint8:
-        im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA)
+        padded = _scratch("rgba", (im.shape[0], im.shape[1], 4), im.dtype) if scratch else None
+        im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA, dst=padded)
     if largest > 1.0 and method != INTERP_NEAREST:
         # Upscaling: output pixels near the image's edge sample up to half a source pixel outside it and
         # would blend in the background (a dark fringe). One replicated source pixel around the image avoids
         # that; samples further out still get the background.
         im = cv2.copyMakeBorder(im, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
         matrix = matrix @ np.array([[1.0, 0.0, -1.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
+    out_shape = (th * samples, tw * samples) + (() if im.ndim == 2 else (im.shape[2],))
     out = cv2.warpAffine(
         im,
         matrix[:2],
         (tw * samples, th * samples),
+        dst=_scratch("warp", out_shape, im.dtype) if scratch and samples == 1 else None,
         flags=method,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=border,

@@ -61,6 +61,8 @@ _FAST_DCT = True
 # decoding; the chroma planes are at half resolution anyway and the warp usually shrinks the image. After a
 # 500x375 -> 224x224 warp the mean difference to an exact decode grows from ~0.95 (fast IDCT) to ~1.4 levels.
 _FAST_UPSAMPLE = True
+# Warp through reusable per-thread arrays (the result is written to the buffers at once): ~3 % faster.
+_SCRATCH = True
 
 
 def _check_params(name: str, params: Mapping[str, Any] | None, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -337,7 +339,7 @@ class ImageWorker(BufferWorker):
         if int(supersampling) != supersampling or supersampling < 0:
             raise ValueError(f"supersampling must be a non-negative int, got {supersampling!r}")
         border = _spec_border(spec) if background is None else _background_tuple(background, spec[0][0])
-        return matrix, _warp(im, matrix, (height, width), int(method), border, int(supersampling))
+        return matrix, _warp(im, matrix, (height, width), int(method), border, int(supersampling), scratch=_SCRATCH)
 
     def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
         """Decode and augment ``sample["image"]`` into the ``image`` and ``augmentation`` buffers."""

@@ -396,3 +396,22 @@ def test_loader_workers_inherit_the_noise_pool_built_before_the_fork(
     with TurboDataLoader(samples, 2, PoolProbeWorker(), nworkers=2, seed=0) as loader:
         flags = [int(v) for _, mini_batches in loader for m in mini_batches for v in m["pool_at_start"].ravel()]
     assert flags == [1, 1, 1, 1]
+
+
+def test_reusable_warp_arrays_give_the_same_images_as_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch, china: bytes, flower: bytes
+) -> None:
+    from crumpets_lightning.data import workers as workers_module
+
+    photo = cv2.imdecode(np.frombuffer(flower, np.uint8), cv2.IMREAD_COLOR)
+    small = cv2.imencode(".png", cv2.resize(photo, (64, 48)))[1].tobytes()  # another size: new scratch arrays
+    samples = [china, small, flower, china]
+    rng = MixtureRNG(prob=1.0, scale_range=(0.8, 1.3), rotation_sigma=20, **PIXELS)
+
+    def images(scratch: bool) -> list[np.ndarray]:
+        monkeypatch.setattr(workers_module, "_SCRATCH", scratch)
+        worker = ClassificationWorker(((3, 40, 56), np.uint8), ((1,), np.int64), image_rng=rng)
+        return [run(worker, {"image": data, "label": 0}, seed=i)["image"] for i, data in enumerate(samples)]
+
+    for reused, fresh in zip(images(True), images(False)):
+        assert np.array_equal(reused, fresh)
