@@ -106,7 +106,8 @@ def _uint8_tables(gammas: Sequence[float], contrast: float) -> np.ndarray:
     Float32 and a handful of vectorised calls instead of float64 and a dozen: about 2.5 times faster. Float32
     rounding moves an entry by one level in a few tables in a thousand (an entry lying within ~1e-4 of a
     rounding boundary), well inside the one-level CPU/GPU tolerance. Channels with equal gammas share one
-    computed row. Gammas that are not positive and finite take the exact float64 path.
+    computed row, returned once (shape ``[1, 256]``; else ``[channels, 256]``). Gammas that are not positive
+    and finite take the exact float64 path.
     """
     first = float(gammas[0])
     same = all(g == first for g in gammas)
@@ -125,7 +126,7 @@ def _uint8_tables(gammas: Sequence[float], contrast: float) -> np.ndarray:
         table = cv2.addWeighted(y, (1.0 + k) * 255.0, curve, -k / math.pi * 255.0, 0.0, dtype=cv2.CV_8U)
     else:
         table = cv2.convertScaleAbs(y, alpha=255.0)  # y >= 0: scale, round half to even, saturate
-    return np.broadcast_to(table, (len(gammas), 256)) if same else table
+    return table  # one row when the channels share it: row ``c`` is ``table[c % len(table)]``
 
 
 def _channel_gammas(channels: int, color: bool, gamma_gray: float, gamma_color: Sequence[float] | None) -> list[float]:
@@ -183,7 +184,7 @@ def _apply_planes(
     units = _unit_noise_planes(len(planes), height, width, rng) if use_noise else None
     for c, plane in enumerate(planes):
         if table is not None:
-            cv2.LUT(plane, table[c], dst=plane)
+            cv2.LUT(plane, table[c % len(table)], dst=plane)
         work = plane
         if kernel is not None:
             # OpenCV filters in float; to uint8 it rounds half to even
