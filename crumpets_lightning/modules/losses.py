@@ -177,7 +177,24 @@ class NLLLoss(_DictLoss):
         return self.loss(output, class_target(output, target, type(self).__name__))
 
 
-class L1Loss(_DictLoss):
+class _SameShapeLoss(_DictLoss):
+    """A torch loss between an output and a target of the same shape (the target is cast to the output's dtype)."""
+
+    _torch_loss: type[nn.Module]
+
+    def __init__(self, reduction: str = "mean", output_key: str = "output", target_key: str = "label") -> None:
+        super().__init__(output_key, target_key)
+        _check_reduction(reduction)
+        self.loss = self._torch_loss(reduction=reduction)
+
+    def forward(self, sample: Mapping[str, Any]) -> Tensor:
+        """Return the loss of ``sample[output_key]`` against ``sample[target_key]``."""
+        output, target = self._pair(sample)
+        target = _check_same_shape(output, target, type(self).__name__)
+        return self.loss(output, target.to(output.dtype))
+
+
+class L1Loss(_SameShapeLoss):
     """:class:`torch.nn.L1Loss` on a sample dict; output and target have the same shape.
 
     Args:
@@ -186,19 +203,10 @@ class L1Loss(_DictLoss):
         target_key: Key of the target in the sample.
     """
 
-    def __init__(self, reduction: str = "mean", output_key: str = "output", target_key: str = "label") -> None:
-        super().__init__(output_key, target_key)
-        _check_reduction(reduction)
-        self.loss = nn.L1Loss(reduction=reduction)
-
-    def forward(self, sample: Mapping[str, Any]) -> Tensor:
-        """Return the loss of ``sample[output_key]`` against ``sample[target_key]``."""
-        output, target = self._pair(sample)
-        target = _check_same_shape(output, target, type(self).__name__)
-        return self.loss(output, target.to(output.dtype))
+    _torch_loss = nn.L1Loss
 
 
-class MSELoss(_DictLoss):
+class MSELoss(_SameShapeLoss):
     """:class:`torch.nn.MSELoss` on a sample dict; output and target have the same shape.
 
     Args:
@@ -207,16 +215,7 @@ class MSELoss(_DictLoss):
         target_key: Key of the target in the sample.
     """
 
-    def __init__(self, reduction: str = "mean", output_key: str = "output", target_key: str = "label") -> None:
-        super().__init__(output_key, target_key)
-        _check_reduction(reduction)
-        self.loss = nn.MSELoss(reduction=reduction)
-
-    def forward(self, sample: Mapping[str, Any]) -> Tensor:
-        """Return the loss of ``sample[output_key]`` against ``sample[target_key]``."""
-        output, target = self._pair(sample)
-        target = _check_same_shape(output, target, type(self).__name__)
-        return self.loss(output, target.to(output.dtype))
+    _torch_loss = nn.MSELoss
 
 
 class LabelSmoothing(_DictLoss):
