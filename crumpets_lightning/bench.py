@@ -336,37 +336,31 @@ def _children_cpu_s() -> float:
     return total + usage.ru_utime + usage.ru_stime
 
 
-def _peak_rss_bytes(pid: int | str = "self") -> int:
-    """``VmHWM`` (peak resident set) of a process; 0 when unavailable."""
+def _proc_kib_field(path: str, field: str) -> int:
+    """The ``field:`` line of a /proc file that counts kiB (``status``, ``smaps_rollup``), in bytes; 0 if absent."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _peak_rss_bytes(pid: int | str = "self") -> int:
+    """``VmHWM`` (peak resident set) of a process; 0 when unavailable."""
+    return _proc_kib_field(f"/proc/{pid}/status", "VmHWM")
 
 
 def _rss_bytes() -> int:
     """Current resident set of this process."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _proc_kib_field("/proc/self/status", "VmRSS")
 
 
 def _pss_bytes(pid: int) -> int:
     """Proportional set size of a process (shared pages split among their users); 0 when unavailable."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib_field(f"/proc/{pid}/smaps_rollup", "Pss")
 
 
 def _reset_peak_rss() -> None:
