@@ -8,7 +8,7 @@ import torch
 
 from crumpets_lightning.data.loader import TurboDataLoader
 from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
-from tests.data._helpers import EchoWorker, collect, value_samples
+from tests.data._helpers import EchoWorker, collect, photo_crops, value_samples
 
 
 def test_cpu_tensors_are_views_of_the_shared_memory_slot():
@@ -77,3 +77,31 @@ def test_cuda_batches_match_the_cpu_batches_and_resume_counts_delivered_batches(
     for loader in (cuda, cpu, resumed):
         loader.stop()
     np.testing.assert_array_equal(np.concatenate(got), np.concatenate([mb[0]["value"] for mb in want]))
+
+
+def test_gpu_augmentation_on_the_cpu_device_matches_the_workers_pixel_ops():
+    """With gpu_augmentation the workers leave the pixels alone and the Randomizer applies the same ops."""
+    from crumpets_lightning.data.rng import MixtureRNG
+    from crumpets_lightning.data.workers import ClassificationWorker
+
+    samples = [{"image": data, "label": i} for i, data in enumerate(photo_crops(8, size=(48, 64)))]
+    # every pixel op but noise (whose samples differ by design), always on
+    rng = MixtureRNG(prob=1.0, brightness_range=(-0.5, 0.5), color_range=(-0.3, 0.3), contrast_range=(-0.6, 0.6),
+                     blur_range=(0.01, 0.03), scale_range=(0.9, 1.1), rotation_sigma=5)  # fmt: skip
+
+    def batches(gpu_augmentation: bool) -> list[dict[str, torch.Tensor]]:
+        worker = ClassificationWorker(((3, 32, 32), np.uint8), ((1,), np.int64), image_rng=rng)
+        loader = TorchTurboDataLoader(samples, 4, worker, nworkers=2, seed=3, gpu_augmentation=gpu_augmentation)
+        try:
+            return [{k: v.clone() for k, v in mb[0].items() if isinstance(v, torch.Tensor)} for _, mb in loader]
+        finally:
+            loader.stop()
+
+    on_cpu, by_randomizer = batches(False), batches(True)
+    assert len(on_cpu) == len(by_randomizer) == 2
+    for cpu_batch, gpu_batch in zip(on_cpu, by_randomizer):
+        torch.testing.assert_close(cpu_batch["augmentation"], gpu_batch["augmentation"])  # same draws
+        assert not torch.equal(gpu_batch["augmentation"][:, 1], torch.ones(4))  # brightness was drawn
+        difference = (cpu_batch["image"].int() - gpu_batch["image"].int()).abs()
+        assert difference.max() <= 2, difference.max()
+        assert difference.float().mean() < 0.5
