@@ -143,6 +143,22 @@ class _SampleMetric(Metric):
         return _get(sample, self.target_key, type(self).__name__).detach()
 
 
+class _MeanMetric(_SampleMetric):
+    """A dict metric that is the mean of per-element values: sum and count states, reduced by summing."""
+
+    total: Tensor
+    count: Tensor
+
+    def __init__(self, output_key: str, target_key: str, metric_key: str, **kwargs: Any) -> None:
+        super().__init__(output_key, target_key, metric_key, **kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def compute(self) -> Tensor:
+        """Return the mean over everything seen (float32)."""
+        return (self.total / self.count.clamp(min=1)).float()
+
+
 class AccuracyMetric(_SampleMetric):
     """Top-k accuracy: the share of samples whose target is among the ``top_k`` best-scored classes.
 
@@ -187,7 +203,7 @@ class AccuracyMetric(_SampleMetric):
         return self.correct.float() / self.total.clamp(min=1)
 
 
-class AverageMetric(_SampleMetric):
+class AverageMetric(_MeanMetric):
     """Mean of a value over all samples seen (e.g. a per-sample score the network computes itself).
 
     Args:
@@ -198,23 +214,15 @@ class AverageMetric(_SampleMetric):
 
     is_differentiable = False
     higher_is_better = None
-    total: Tensor
-    count: Tensor
 
     def __init__(self, output_key: str = "output", metric_key: str = "average_metric", **kwargs: Any) -> None:
         super().__init__(output_key, "unused", metric_key, **kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, sample: Mapping[str, Any]) -> None:
         """Add the values of one batch."""
         values = self._output(sample)
         self.total += values.double().sum()
         self.count += values.numel()
-
-    def compute(self) -> Tensor:
-        """Return the mean of all values seen (float32)."""
-        return (self.total / self.count.clamp(min=1)).float()
 
 
 class ConfusionMatrix(_SampleMetric):
@@ -267,7 +275,7 @@ class ConfusionMatrix(_SampleMetric):
         return true_false_positives(self.compute())
 
 
-class MSELossMetric(_SampleMetric):
+class MSELossMetric(_MeanMetric):
     """Mean squared error between output and target over all elements seen.
 
     Args:
@@ -279,15 +287,11 @@ class MSELossMetric(_SampleMetric):
 
     is_differentiable = False
     higher_is_better = False
-    total: Tensor
-    count: Tensor
 
     def __init__(
         self, output_key: str = "output", target_key: str = "target_image", metric_key: str = "mse", **kwargs: Any
     ) -> None:
         super().__init__(output_key, target_key, metric_key, **kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, sample: Mapping[str, Any]) -> None:
         """Add the squared errors of one batch."""
@@ -295,15 +299,11 @@ class MSELossMetric(_SampleMetric):
         self.total += total
         self.count += count
 
-    def compute(self) -> Tensor:
-        """Return the mean squared error (float32)."""
-        return (self.total / self.count.clamp(min=1)).float()
-
 
 MSEMetric = MSELossMetric
 
 
-class NSSMetric(_SampleMetric):
+class NSSMetric(_MeanMetric):
     """Normalized scanpath saliency (Bylinskii et al.), averaged over the samples that have fixations.
 
     Args:
@@ -315,25 +315,17 @@ class NSSMetric(_SampleMetric):
 
     is_differentiable = True
     higher_is_better = True
-    total: Tensor
-    count: Tensor
 
     def __init__(
         self, output_key: str = "output", target_key: str = "target_image", metric_key: str = "nss", **kwargs: Any
     ) -> None:
         super().__init__(output_key, target_key, metric_key, **kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, sample: Mapping[str, Any]) -> None:
         """Add the NSS of each sample of one batch."""
         nss, valid = nss_per_sample(self._output(sample), self._target(sample))
         self.total += nss[valid].double().sum()
         self.count += valid.sum()
-
-    def compute(self) -> Tensor:
-        """Return the mean NSS (float32)."""
-        return (self.total / self.count.clamp(min=1)).float()
 
 
 class NoopMetric(_SampleMetric):
