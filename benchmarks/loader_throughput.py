@@ -22,8 +22,8 @@ import sklearn.datasets
 import torch
 import torch.utils.data
 
-from crumpets_lightning.data.loader import TurboDataLoader
-from crumpets_lightning.data.worker import BufferWorker
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.workers.base import BufferWorker
 
 SIZE = 224
 

@@ -198,8 +198,8 @@ def load_jpegs(folder: str | os.PathLike[str], limit: int | None = None) -> list
 
 
 def _make_worker(size: int) -> Any:
-    from crumpets_lightning.data.presets import AUGMENTATION_TRAIN
-    from crumpets_lightning.data.workers import ClassificationWorker
+    from crumpets_lightning.data.augment.presets import AUGMENTATION_TRAIN
+    from crumpets_lightning.data.workers.image import ClassificationWorker
 
     return ClassificationWorker(((3, size, size), np.uint8), ((1,), np.int64), image_rng=AUGMENTATION_TRAIN)
 
@@ -253,7 +253,7 @@ def _pipeline_child(samples: Sequence[dict[str, Any]], size: int, seed: int, con
             worker.prepare(samples[index], {}, buffers)
 
         # per-process setup (the noise pool, caches) is not per-image work: warm up like a loader's first epoch
-        from crumpets_lightning.data.pixel_ops import noise_pool
+        from crumpets_lightning.data.augment.pixel_ops import noise_pool
 
         noise_pool()
         for index in range(min(8, len(samples))):
@@ -478,11 +478,11 @@ def _batch_images(item: Any) -> Any:
 
 def _our_loader_class() -> type:
     try:
-        from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
+        from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 
         return TorchTurboDataLoader
     except ImportError:
-        from crumpets_lightning.data.loader import TurboDataLoader
+        from crumpets_lightning.data.loader.loader import TurboDataLoader
 
         return TurboDataLoader
 
@@ -569,7 +569,7 @@ def _measure_round(
 
 
 def _slot_bytes(config: BenchConfig) -> int:
-    from crumpets_lightning.data._shm import BatchLayout
+    from crumpets_lightning.data.transport.shm import BatchLayout
 
     return BatchLayout(_make_worker(config.size).buffer_specs, config.batch_size).nbytes
 

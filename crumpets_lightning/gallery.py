@@ -23,9 +23,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from crumpets_lightning.data.presets import AUGMENTATION_TRAIN
-from crumpets_lightning.data.rng import RNG, MixtureRNG
-from crumpets_lightning.data.workers import ImageWorker
+from crumpets_lightning.data.augment.presets import AUGMENTATION_TRAIN
+from crumpets_lightning.data.augment.rng import RNG, MixtureRNG
+from crumpets_lightning.data.workers.image import ImageWorker
 
 __all__ = ["GALLERY_PANELS", "main_gallery", "make_gallery"]
 

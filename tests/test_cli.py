@@ -14,8 +14,8 @@ import sklearn.datasets
 import yaml
 
 from crumpets_lightning.cli import main
-from crumpets_lightning.data.codec import unpack_sample
-from crumpets_lightning.data.datasets import MsgpackDataset
+from crumpets_lightning.data.sources.datasets import MsgpackDataset
+from crumpets_lightning.data.transport.codec import unpack_sample
 from crumpets_lightning.demo import DEMO_CONFIG, build_digits_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from sklearn.datasets import load_digits
 
-from crumpets_lightning.data.codec import unpack_sample
-from crumpets_lightning.data.datasets import MsgpackDataset
+from crumpets_lightning.data.sources.datasets import MsgpackDataset
+from crumpets_lightning.data.transport.codec import unpack_sample
 from crumpets_lightning.demo import build_digits_dataset
 
 SCRIPT = Path(sys.executable).parent / "crumpets-lightning"

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from typing_extensions import override
 
-from crumpets_lightning.data.rng import RNG
-from crumpets_lightning.data.worker import Worker
+from crumpets_lightning.data.augment.rng import RNG
+from crumpets_lightning.data.workers.base import Worker
 
 if TYPE_CHECKING:
-    from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
+    from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 
 __all__ = ["CrumpetsDataModule", "MiniBatchLoader"]
 
@@ -47,7 +47,7 @@ _STAGE_SOURCES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test"
 class MiniBatchLoader:
     """What each ``*_dataloader()`` of :class:`CrumpetsDataModule` returns: one batch dict per Lightning step.
 
-    Wraps a :class:`~crumpets_lightning.data.torch_loader.TorchTurboDataLoader` and flattens its crumpets
+    Wraps a :class:`~crumpets_lightning.data.loader.torch_loader.TorchTurboDataLoader` and flattens its crumpets
     mini-batches into consecutive steps, so a crumpets batch of ``batch_size`` samples split into
     ``num_mini_batches`` mini-batches becomes ``num_mini_batches`` steps (use gradient accumulation over
     ``num_mini_batches`` steps for one optimizer step per crumpets batch; ``CrumpetsModule`` sets it up).
@@ -374,7 +374,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
     # -- internals ---------------------------------------------------------------------------------------
 
     def _open(self, name: str) -> Sequence[Any]:
-        from crumpets_lightning.data.datasets import open_source
+        from crumpets_lightning.data.sources.datasets import open_source
 
         if name not in self.datasets:
             source = self.sources[name]
@@ -392,13 +392,13 @@ class CrumpetsDataModule(pl.LightningDataModule):
             if name == "train":
                 worker.set_gpu_augmentation(self.gpu_augmentation)
             return worker
-        from crumpets_lightning.data.workers import ClassificationWorker, ImageWorker
+        from crumpets_lightning.data.workers.image import ClassificationWorker, ImageWorker
 
         image_spec = ((self.channels, *self.image_size), np.uint8)
         if name == "train":
             rng = self.train_rng
             if rng is None:
-                from crumpets_lightning.data.presets import AUGMENTATION_TRAIN
+                from crumpets_lightning.data.augment.presets import AUGMENTATION_TRAIN
 
                 rng = AUGMENTATION_TRAIN
             return ClassificationWorker(
@@ -406,7 +406,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
             )
         params = self.val_params
         if params is None:
-            from crumpets_lightning.data.presets import INPUT_PARAMS_VAL
+            from crumpets_lightning.data.augment.presets import INPUT_PARAMS_VAL
 
             params = dict(INPUT_PARAMS_VAL)
         if name == "predict":
@@ -423,7 +423,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
     def _loader(self, name: str) -> MiniBatchLoader:
         if name in self._loaders:
             return self._loaders[name]
-        from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
+        from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 
         dataset = self._open(name)
         training = name == "train"

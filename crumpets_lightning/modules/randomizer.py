@@ -2,7 +2,7 @@
 
 Workers running with ``gpu_augmentation=True`` draw the pixel-op parameters but leave the pixels alone; they
 store one row per sample in the ``augmentation`` buffer (columns
-:data:`~crumpets_lightning.data.augmentation_record.AUGMENTATION_FIELDS`). :class:`Randomizer` applies them
+:data:`~crumpets_lightning.data.augment.record.AUGMENTATION_FIELDS`). :class:`Randomizer` applies them
 to the whole batch at once, with exactly the semantics of the CPU ops in ``crumpets_lightning.data``:
 
 1. gamma ``y = x ** g_c`` (``x = v / 255``, ``g_c = gamma_gray * gamma_c`` when ``color`` is set, else
@@ -22,7 +22,7 @@ whether blur and noise are needed and how large the blur kernel must be.
 Example::
 
     >>> import torch
-    >>> from crumpets_lightning.data.augmentation_record import NEUTRAL_AUGMENTATION
+    >>> from crumpets_lightning.data.augment.record import NEUTRAL_AUGMENTATION
     >>> image = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
     >>> augmentation = torch.tensor(NEUTRAL_AUGMENTATION).repeat(2, 1)
     >>> out = Randomizer()({"image": image, "augmentation": augmentation})
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS
+from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS
 
 __all__ = [
     "MIN_BLUR_SIGMA",

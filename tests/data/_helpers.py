@@ -13,7 +13,7 @@ import numpy as np
 import sklearn.datasets
 
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.worker import BufferWorker
+from crumpets_lightning.data.workers.base import BufferWorker
 
 SKLEARN_IMAGES = Path(sklearn.datasets.__file__).parent / "images"
 

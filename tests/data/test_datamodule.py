@@ -19,10 +19,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
+from crumpets_lightning.data.augment.rng import NoRNG
 from crumpets_lightning.data.datamodule import CrumpetsDataModule, MiniBatchLoader
-from crumpets_lightning.data.datasets import write_msgpack
-from crumpets_lightning.data.rng import NoRNG
-from crumpets_lightning.data.worker import BufferWorker
+from crumpets_lightning.data.sources.datasets import write_msgpack
+from crumpets_lightning.data.workers.base import BufferWorker
 from tests.conftest import descendants
 
 SIZE = 16
@@ -319,8 +319,8 @@ def test_a_source_of_the_wrong_type_is_named() -> None:
 
 
 def test_gpu_augmentation_leaves_pixel_ops_to_the_randomizer_but_records_them() -> None:
-    from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS
-    from crumpets_lightning.data.rng import MixtureRNG
+    from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS
+    from crumpets_lightning.data.augment.rng import MixtureRNG
 
     samples = make_samples(8)
     noisy = MixtureRNG(prob=1.0, noise_range=(0.2, 0.2))  # pixel noise only, no geometry

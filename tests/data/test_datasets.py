@@ -10,10 +10,10 @@ import msgpack_numpy
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.codec import pack_sample, unpack_sample
-from crumpets_lightning.data.datasets import ImageFolderDataset, MsgpackDataset, open_source, write_msgpack
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.loader import TurboDataLoader
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.sources.datasets import ImageFolderDataset, MsgpackDataset, open_source, write_msgpack
+from crumpets_lightning.data.transport.codec import pack_sample, unpack_sample
 from tests.data._helpers import DecodeWorker, collect, concat, photo_crops
 
 

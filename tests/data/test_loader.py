@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.codec import pack_sample
-from crumpets_lightning.data.loader import TurboDataLoader
-from crumpets_lightning.data.worker import Worker
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.transport.codec import pack_sample
+from crumpets_lightning.data.workers.base import Worker
 from tests.conftest import crumpets_shm_segments, descendants
 from tests.data._helpers import (
     DecodeWorker,

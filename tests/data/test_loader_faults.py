@@ -18,9 +18,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.codec import pack_sample
 from crumpets_lightning.data.errors import SampleError, WorkerDiedError, WorkerError
-from crumpets_lightning.data.loader import TurboDataLoader
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.transport.codec import pack_sample
 from tests.conftest import crumpets_shm_segments
 from tests.data._helpers import (
     DecodeWorker,
@@ -187,7 +187,7 @@ def test_main_process_killed_workers_exit_and_leftovers_are_swept(tmp_path):
         f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
-        from crumpets_lightning.data.loader import TurboDataLoader
+        from crumpets_lightning.data.loader.loader import TurboDataLoader
         from tests.data._helpers import EchoWorker, value_samples
         loader = TurboDataLoader(value_samples(100), 4, EchoWorker(), nworkers=2)
         it = iter(loader)
@@ -224,8 +224,8 @@ _CYCLES_SCRIPT = """
 import json, os, stat, sys, tempfile
 sys.path.insert(0, {repo!r})
 import numpy as np
-from crumpets_lightning.data.loader import TurboDataLoader
-from crumpets_lightning.data.worker import BufferWorker
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.workers.base import BufferWorker
 
 class EchoWorker(BufferWorker):
     def __init__(self):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.loader import TurboDataLoader
+from crumpets_lightning.data.loader.loader import TurboDataLoader
 from tests.data._helpers import EchoWorker, collect, value_samples
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.augmentation import augmentation_row
-from crumpets_lightning.data.pixel_ops import _uint8_tables as uint8_tables
-from crumpets_lightning.data.pixel_ops import (
+from crumpets_lightning.data.augment.augmentation import augmentation_row
+from crumpets_lightning.data.augment.pixel_ops import _uint8_tables as uint8_tables
+from crumpets_lightning.data.augment.pixel_ops import (
     add_blur,
     add_gamma,
     add_noise_other,

@@ -8,9 +8,14 @@ import pickle
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.augmentation import randomize_image
-from crumpets_lightning.data.presets import AUGMENTATION_TRAIN, INPUT_PARAMS_VAL, NO_AUGMENTATION, no_augmentation
-from crumpets_lightning.data.rng import RNG, MixtureRNG, NoRNG, human2gamma
+from crumpets_lightning.data.augment.augmentation import randomize_image
+from crumpets_lightning.data.augment.presets import (
+    AUGMENTATION_TRAIN,
+    INPUT_PARAMS_VAL,
+    NO_AUGMENTATION,
+    no_augmentation,
+)
+from crumpets_lightning.data.augment.rng import RNG, MixtureRNG, NoRNG, human2gamma
 
 PIXEL_KEYS = {"gamma_gray", "gamma_color", "contrast", "noise", "blur"}
 GEOMETRY_KEYS = {"scale", "shift", "angle", "aspect", "shear", "hmirror", "vmirror"}

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from crumpets_lightning.data.loader import TurboDataLoader
-from crumpets_lightning.data.torch_loader import TorchTurboDataLoader
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 from tests.data._helpers import EchoWorker, collect, photo_crops, value_samples
 
 
@@ -81,8 +81,8 @@ def test_cuda_batches_match_the_cpu_batches_and_resume_counts_delivered_batches(
 
 def test_gpu_augmentation_on_the_cpu_device_matches_the_workers_pixel_ops():
     """With gpu_augmentation the workers leave the pixels alone and the Randomizer applies the same ops."""
-    from crumpets_lightning.data.rng import MixtureRNG
-    from crumpets_lightning.data.workers import ClassificationWorker
+    from crumpets_lightning.data.augment.rng import MixtureRNG
+    from crumpets_lightning.data.workers.image import ClassificationWorker
 
     samples = [{"image": data, "label": i} for i, data in enumerate(photo_crops(8, size=(48, 64)))]
     # every pixel op but noise (whose samples differ by design), always on

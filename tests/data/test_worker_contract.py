@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.augmentation_record import (
+from crumpets_lightning.data.augment.record import (
     AUGMENTATION_FIELDS,
     NEUTRAL_AUGMENTATION,
     augmentation_from_records,
     augmentation_to_records,
 )
 from crumpets_lightning.data.errors import SampleError, WorkerError
-from crumpets_lightning.data.worker import BufferWorker, make_buffer_spec, make_fill_value
+from crumpets_lightning.data.workers.base import BufferWorker, make_buffer_spec, make_fill_value
 
 
 def test_scalar_fill_colours_every_channel():

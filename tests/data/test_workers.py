@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import sklearn.datasets
 
-from crumpets_lightning.data import pixel_ops
-from crumpets_lightning.data.augmentation import augmentation_row, decode_image
-from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
+from crumpets_lightning.data.augment import pixel_ops
+from crumpets_lightning.data.augment.augmentation import augmentation_row, decode_image
+from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
+from crumpets_lightning.data.augment.rng import MixtureRNG, NoRNG
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.rng import MixtureRNG, NoRNG
-from crumpets_lightning.data.workers import (
+from crumpets_lightning.data.workers.image import (
     ClassificationWorker,
     FCNWorker,
     ImageWorker,
@@ -389,7 +389,7 @@ class PoolProbeWorker(ClassificationWorker):
 def test_loader_workers_inherit_the_noise_pool_built_before_the_fork(
     monkeypatch: pytest.MonkeyPatch, china: bytes
 ) -> None:
-    from crumpets_lightning.data.loader import TurboDataLoader
+    from crumpets_lightning.data.loader.loader import TurboDataLoader
 
     monkeypatch.setattr(pixel_ops, "_pool", None)
     samples = [{"image": china, "label": i} for i in range(4)]
@@ -401,7 +401,7 @@ def test_loader_workers_inherit_the_noise_pool_built_before_the_fork(
 def test_reusable_warp_arrays_give_the_same_images_as_fresh_ones(
     monkeypatch: pytest.MonkeyPatch, china: bytes, flower: bytes
 ) -> None:
-    from crumpets_lightning.data import workers as workers_module
+    from crumpets_lightning.data.workers import image as workers_module
 
     photo = cv2.imdecode(np.frombuffer(flower, np.uint8), cv2.IMREAD_COLOR)
     small = cv2.imencode(".png", cv2.resize(photo, (64, 48)))[1].tobytes()  # another size: new scratch arrays

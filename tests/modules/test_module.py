@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from crumpets_lightning.data.augmentation_record import NEUTRAL_AUGMENTATION
+from crumpets_lightning.data.augment.record import NEUTRAL_AUGMENTATION
 from crumpets_lightning.modules.losses import CrossEntropyLoss
 from crumpets_lightning.modules.metrics import AccuracyMetric, ConfusionMatrix
 from crumpets_lightning.modules.module import CrumpetsModule, default_optimizer

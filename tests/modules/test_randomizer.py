@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
-from crumpets_lightning.data.pixel_ops import apply_pixel_ops
+from crumpets_lightning.data.augment.pixel_ops import apply_pixel_ops
+from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
 from crumpets_lightning.modules.randomizer import Randomizer, randomize_batch
 
 COL = {name: i for i, name in enumerate(AUGMENTATION_FIELDS)}

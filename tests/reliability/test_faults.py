@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from crumpets_lightning.data.errors import WorkerDiedError, WorkerError
-from crumpets_lightning.data.loader import TurboDataLoader
+from crumpets_lightning.data.loader.loader import TurboDataLoader
 from tests.conftest import crumpets_shm_segments, crumpets_socket_dirs
 from tests.data._helpers import EchoWorker, value_samples
 
@@ -174,7 +174,7 @@ def test_killed_main_process_takes_busy_workers_with_it_and_the_next_loader_swee
         f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        from crumpets_lightning.data.loader import TurboDataLoader
+        from crumpets_lightning.data.loader.loader import TurboDataLoader
         from tests.reliability.test_faults import SleepyWorker
         from tests.data._helpers import value_samples
         loader = TurboDataLoader(value_samples(64), 4, SleepyWorker(0.0, slow_value=4, slow_seconds=60), nworkers=2)

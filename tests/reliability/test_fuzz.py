@@ -2,7 +2,7 @@
 extension types, truncated JPEGs and mistyped fields must each give a clear ``SampleError`` (never a crash,
 a hang or an unpickled object).
 
-The decoder (:func:`~crumpets_lightning.data.codec.unpack_sample`) is fuzzed directly with many examples; the
+The decoder (:func:`~crumpets_lightning.data.transport.codec.unpack_sample`) is fuzzed directly with many examples; the
 full loader with a few (each example starts worker processes). ``pickle.loads`` is patched to fail the test
 if anything tries to unpickle, and a payload whose ``__reduce__`` would create a marker file proves it
 independently.
@@ -25,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from crumpets_lightning.data.codec import pack_sample, unpack_sample
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.loader import TurboDataLoader
-from crumpets_lightning.data.workers import ClassificationWorker
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.transport.codec import pack_sample, unpack_sample
+from crumpets_lightning.data.workers.image import ClassificationWorker
 from tests.data._helpers import photo_crops
 
 MARKER = Path(__file__).resolve().parent / "_fuzz_marker_must_never_exist"

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from crumpets_lightning.data.augment.presets import AUGMENTATION_TRAIN
 from crumpets_lightning.data.errors import WorkerError
-from crumpets_lightning.data.loader import TurboDataLoader
-from crumpets_lightning.data.presets import AUGMENTATION_TRAIN
-from crumpets_lightning.data.workers import ClassificationWorker
+from crumpets_lightning.data.loader.loader import TurboDataLoader
+from crumpets_lightning.data.workers.image import ClassificationWorker
 from tests.conftest import crumpets_shm_segments, descendants
 from tests.data._helpers import EchoWorker, FailingWorker, photo_crops, value_samples
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from crumpets_lightning.data.loader import TurboDataLoader, _EpochIterator, _EpochRun
-from crumpets_lightning.data.worker import Worker
+from crumpets_lightning.data.loader.loader import TurboDataLoader, _EpochIterator, _EpochRun
+from crumpets_lightning.data.workers.base import Worker
 
 __all__ = ["TorchTurboDataLoader"]
 

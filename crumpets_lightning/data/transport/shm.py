@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crumpets_lightning.data.worker import BufferSpec
+from crumpets_lightning.data.workers.base import BufferSpec
 
 __all__ = [
     "RESOURCE_PREFIX",

@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS
+from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS
 
 __all__ = [
     "RGB_NOISE_WEIGHTS",

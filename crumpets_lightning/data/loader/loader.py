@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from crumpets_lightning.data._process import Chunk, WorkerPool
-from crumpets_lightning.data._shm import BatchLayout, SharedBatchRing, sweep_stale_resources
 from crumpets_lightning.data.errors import SampleError, WorkerError
-from crumpets_lightning.data.worker import Worker
+from crumpets_lightning.data.transport.pool import Chunk, WorkerPool
+from crumpets_lightning.data.transport.shm import BatchLayout, SharedBatchRing, sweep_stale_resources
+from crumpets_lightning.data.workers.base import Worker
 
 __all__ = ["TurboDataLoader"]
 

@@ -8,7 +8,7 @@ Every image worker, per sample:
    libjpeg-turbo's fast integer IDCT), in colour for a 3-channel ``image`` buffer and in gray for a
    1-channel one;
 3. applies the whole geometric transform with one affine warp (see
-   :mod:`crumpets_lightning.data.augmentation`);
+   :mod:`crumpets_lightning.data.augment.augmentation`);
 4. writes the drawn pixel-op values to the ``augmentation`` buffer and applies those ops on the CPU, unless
    ``gpu_augmentation`` is set (then a ``Randomizer`` applies them on the GPU from that buffer);
 5. writes the image as CHW RGB into the ``image`` buffer.
@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from crumpets_lightning.data.augmentation import (
+from crumpets_lightning.data.augment.augmentation import (
     _INTERPOLATIONS,
     INTERP_LINEAR,
     INTERP_NEAREST,
@@ -41,11 +41,11 @@ from crumpets_lightning.data.augmentation import (
     randomize_image,
     rotate_and_resize,
 )
-from crumpets_lightning.data.augmentation_record import AUGMENTATION_SPEC
+from crumpets_lightning.data.augment.pixel_ops import apply_pixel_ops, apply_pixel_ops_chw, noise_pool
+from crumpets_lightning.data.augment.record import AUGMENTATION_SPEC
+from crumpets_lightning.data.augment.rng import RNG, MixtureRNG, NoRNG
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.pixel_ops import apply_pixel_ops, apply_pixel_ops_chw, noise_pool
-from crumpets_lightning.data.rng import RNG, MixtureRNG, NoRNG
-from crumpets_lightning.data.worker import BufferSpec, BufferWorker
+from crumpets_lightning.data.workers.base import BufferSpec, BufferWorker
 
 __all__ = ["ClassificationWorker", "FCNWorker", "ImageWorker", "SaliencyWorker", "SegmentationWorker"]
 
@@ -166,14 +166,14 @@ class ImageWorker(BufferWorker):
     """Worker for images of any kind: decodes ``sample["image"]`` and writes the ``image`` buffer.
 
     Also writes the ``augmentation`` buffer (the drawn pixel-op values, see
-    :mod:`crumpets_lightning.data.augmentation_record`).
+    :mod:`crumpets_lightning.data.augment.record`).
 
     Args:
         image: image buffer spec ``((channels, height, width), dtype[, fill_value])``; 3 channels decode in
             colour (RGB), 1 channel in gray. The fill value is the background colour.
         image_params: fixed ``randomize_image`` parameters that override random ones (e.g.
             ``{"scale_mode": "longest"}``).
-        image_rng: :class:`~crumpets_lightning.data.rng.RNG` drawing the augmentation; none by default.
+        image_rng: :class:`~crumpets_lightning.data.augment.rng.RNG` drawing the augmentation; none by default.
         gpu_augmentation: leave the pixel ops to a GPU ``Randomizer`` (their values are still recorded).
         **kwargs: further buffers, ``key=(shape, dtype[, fill_value])``.
 
@@ -211,8 +211,8 @@ class ImageWorker(BufferWorker):
         """Build the noise pool in the main process, so forked workers share it instead of each building it.
 
         Skipped when no noise can be added on the CPU: pixel ops left to the GPU, or neither the fixed
-        ``image_params`` nor the ``image_rng`` (a :class:`~crumpets_lightning.data.rng.NoRNG`, or a
-        :class:`~crumpets_lightning.data.rng.MixtureRNG` without noise) add any.
+        ``image_params`` nor the ``image_rng`` (a :class:`~crumpets_lightning.data.augment.rng.NoRNG`, or a
+        :class:`~crumpets_lightning.data.MixtureRNG` without noise) add any.
         """
         if self._may_add_noise_on_cpu():
             noise_pool()

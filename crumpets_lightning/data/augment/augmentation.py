@@ -46,9 +46,9 @@ try:
 except ImportError:  # pragma: no cover - optional fast JPEG decoder
     simplejpeg = None
 
-from crumpets_lightning.data.augmentation_record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
+from crumpets_lightning.data.augment.pixel_ops import apply_pixel_ops
+from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
 from crumpets_lightning.data.errors import SampleError
-from crumpets_lightning.data.pixel_ops import apply_pixel_ops
 
 __all__ = [
     "INTERP_AREA",
@@ -611,7 +611,7 @@ def randomize_image(
     """Transform ``im`` geometrically to ``size`` and apply the pixel augmentations.
 
     The pixel ops (gamma/colour, contrast, blur, noise) follow the shared semantics documented in
-    :mod:`crumpets_lightning.data.pixel_ops`.
+    :mod:`crumpets_lightning.data.augment.pixel_ops`.
 
     Args:
         im: uint8 image, ``H x W x 3`` in **RGB** order, or ``H x W`` / ``H x W x 1`` gray.
@@ -620,7 +620,7 @@ def randomize_image(
         color: the image is coloured; ``False`` ignores ``gamma_color``.
         angle: rotation in degrees, counter-clockwise.
         scale: zoom; 1 fits the image to ``size`` per ``scale_mode``, 2 doubles its side lengths.
-        shift: relative ``(x, y)`` in ``[-1, 1]``; see :mod:`crumpets_lightning.data.augmentation`.
+        shift: relative ``(x, y)`` in ``[-1, 1]``; see :mod:`crumpets_lightning.data.augment.augmentation`.
         aspect: aspect ratio change (x stretched by ``sqrt(aspect)``, y shrunk by it).
         hmirror: mirror left/right.
         vmirror: mirror up/down.

@@ -10,7 +10,7 @@ binds one PULL socket for results and, once a worker reports ready, connects a P
 each work chunk to the least loaded ready worker.
 
 Messages are pickled: they only travel between processes of the same program (samples from files are
-decoded by :func:`~crumpets_lightning.data.codec.unpack_sample`, which never unpickles).
+decoded by :func:`~crumpets_lightning.data.transport.codec.unpack_sample`, which never unpickles).
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import zmq
 
-from crumpets_lightning.data._shm import RESOURCE_PREFIX, BatchLayout, open_segment, segment_exists
-from crumpets_lightning.data.codec import unpack_sample
 from crumpets_lightning.data.errors import SampleError, WorkerDiedError
-from crumpets_lightning.data.worker import Worker
+from crumpets_lightning.data.transport.codec import unpack_sample
+from crumpets_lightning.data.transport.shm import RESOURCE_PREFIX, BatchLayout, open_segment, segment_exists
+from crumpets_lightning.data.workers.base import Worker
 
 __all__ = ["Chunk", "WorkerPool"]
 

@@ -3,7 +3,7 @@
 A msgpack file is a concatenation of msgpack maps, one per sample (``key``, ``image`` as encoded bytes,
 ``label``, ...), as written by datadings tools and :func:`write_msgpack`. :class:`MsgpackDataset` indexes it
 once (without decoding any image) and returns the packed bytes of sample ``i``; workers decode them safely
-with :func:`~crumpets_lightning.data.codec.unpack_sample`. Both datasets are cheap to inherit through
+with :func:`~crumpets_lightning.data.transport.codec.unpack_sample`. Both datasets are cheap to inherit through
 ``fork``: each process opens its own file handle on first use.
 
 Example::
@@ -25,7 +25,7 @@ from typing import Any, overload
 import msgpack
 import numpy as np
 
-from crumpets_lightning.data.codec import pack_sample
+from crumpets_lightning.data.transport.codec import pack_sample
 
 __all__ = ["ImageFolderDataset", "MsgpackDataset", "open_source", "write_msgpack"]
 
@@ -182,7 +182,7 @@ def write_msgpack(
     The file appears atomically: it is written under a temporary name in the same folder, then renamed.
 
     Args:
-        samples: sample dicts (packed with :func:`~crumpets_lightning.data.codec.pack_sample`) or already
+        samples: sample dicts (packed with :func:`~crumpets_lightning.data.transport.codec.pack_sample`) or already
             packed bytes.
         path: the output file.
         progress: called with the number of samples written so far after each sample.

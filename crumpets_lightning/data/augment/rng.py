@@ -35,7 +35,7 @@ class RNG(abc.ABC):
     """Abstract base of augmentation parameter generators.
 
     Subclasses implement :meth:`__call__`, returning keyword arguments of
-    :func:`~crumpets_lightning.data.augmentation.randomize_image` (``angle``, ``scale``, ``gamma_gray``, ...).
+    :func:`~crumpets_lightning.data.augment.augmentation.randomize_image` (``angle``, ``scale``, ``gamma_gray``, ...).
     Keys left out keep their defaults; fixed ``image_params`` of a worker override drawn values.
     """
 

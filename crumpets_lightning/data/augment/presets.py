@@ -1,6 +1,6 @@
 """Ready-made augmentation settings.
 
-- :data:`AUGMENTATION_TRAIN`: a :class:`~crumpets_lightning.data.rng.MixtureRNG` with sensible training
+- :data:`AUGMENTATION_TRAIN`: a :class:`~crumpets_lightning.data.MixtureRNG` with sensible training
   augmentation (pass it as ``image_rng``).
 - :data:`INPUT_PARAMS_VAL`: fixed ``image_params`` for evaluation (centre crop of the shortest side).
 - :data:`NO_AUGMENTATION`: the neutral value of every ``randomize_image`` parameter; start from a copy of
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crumpets_lightning.data.augmentation import INTERP_LINEAR
-from crumpets_lightning.data.rng import MixtureRNG, NoRNG
+from crumpets_lightning.data.augment.augmentation import INTERP_LINEAR
+from crumpets_lightning.data.augment.rng import MixtureRNG, NoRNG
 
 __all__ = ["AUGMENTATION_TRAIN", "INPUT_PARAMS_VAL", "NO_AUGMENTATION", "NO_RNG", "no_augmentation"]
 
