@@ -45,10 +45,11 @@ def test_torch_loader_yields_the_same_data_as_the_numpy_loader():
                 np.testing.assert_array_equal(ma[key].numpy(), mb[key])
 
 
-def test_gpu_augmentation_flag_reaches_the_worker_template():
+def test_gpu_augmentation_flag_reaches_a_copy_of_the_worker_template_not_the_callers():
     worker = EchoWorker()
-    TorchTurboDataLoader(value_samples(4), 2, worker, nworkers=1, gpu_augmentation=True)
-    assert worker.gpu_augmentation is True
+    loader = TorchTurboDataLoader(value_samples(4), 2, worker, nworkers=1, gpu_augmentation=True)
+    assert loader.worker_template.gpu_augmentation is True
+    assert loader.worker_template is not worker and worker.gpu_augmentation is False
 
 
 def test_cuda_device_without_cuda_is_a_clear_error():
