@@ -85,13 +85,17 @@ def test_resume_at_every_step_continues_with_exactly_the_remaining_rows(world_si
 def test_the_samples_of_an_epoch_do_not_depend_on_num_mini_batches():
     for world_size, drop_last in itertools.product((1, 3), (False, True)):
         orders = {
-            nmb: [p.order(4) for p in plans(50, 8, world_size, num_mini_batches=nmb, drop_last=drop_last,
-                                            shuffle=True, seed=9)]  # fmt: skip
+            nmb: [
+                p.order(4)
+                for p in plans(50, 8, world_size, num_mini_batches=nmb, drop_last=drop_last, shuffle=True, seed=9)
+            ]  # fmt: skip
             for nmb in (1, 2, 4, 8)
         }
         for nmb in (2, 4, 8):
             assert all(np.array_equal(a, b) for a, b in zip(orders[1], orders[nmb]))
-        steps = {nmb: plans(50, 8, world_size, num_mini_batches=nmb, drop_last=drop_last)[0].num_steps for nmb in orders}
+        steps = {
+            nmb: plans(50, 8, world_size, num_mini_batches=nmb, drop_last=drop_last)[0].num_steps for nmb in orders
+        }
         assert steps[2] >= 2 * steps[1] - 1 and steps[8] >= steps[4]
 
 
