@@ -88,7 +88,7 @@ def test_the_samples_of_an_epoch_do_not_depend_on_num_mini_batches():
             nmb: [
                 p.order(4)
                 for p in plans(50, 8, world_size, num_mini_batches=nmb, drop_last=drop_last, shuffle=True, seed=9)
-            ]  # fmt: skip
+            ]
             for nmb in (1, 2, 4, 8)
         }
         for nmb in (2, 4, 8):
