@@ -121,7 +121,7 @@ def test_resume_at_every_step_gives_exactly_the_remaining_steps(num_mini_batches
 
 def test_a_state_from_a_different_loader_is_rejected():
     steps = make().steps()
-    with pytest.raises(ValueError, match="not a loader state"):
+    with pytest.raises(ValueError, match="different data loader"):
         steps.load_state_dict({"mini_batch": 0})
     with pytest.raises(ValueError, match="num_mini_batches"):
         steps.load_state_dict(make(num_mini_batches=4).state_dict())
