@@ -196,7 +196,7 @@ def test_errors_are_clear() -> None:
         randomizer({"image": _images(1)})
     with pytest.raises(TypeError, match="uint8"):
         randomizer({"image": _images(1).float(), "augmentation": _records(1)})
-    with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
+    with pytest.raises(ValueError, match=r"shape \(2, 10\).*'seed_lo', 'seed_hi'.*but got \(3, 10\)"):
         randomizer({"image": _images(2), "augmentation": _records(3)})
     with pytest.raises(ValueError, match="C = 1 or 3"):
         randomizer({"image": _images(1, channels=4), "augmentation": _records(1)})

@@ -1,0 +1,157 @@
+"""The fused Triton kernel behind :func:`~crumpets_lightning.data.augment.batched.randomize_batch` on CUDA.
+
+One program computes a ``BLOCK_H x BLOCK_W`` tile of one sample's channel: for every blur tap it reads the
+uint8 pixels (reflect-101 indices, so the halo needs no padding), looks them up in the sample's
+gamma/contrast table, accumulates the horizontal then the vertical Gaussian sum in registers, adds the
+counter-based noise, clips, rounds half to even and stores uint8. The batch is read and written once (the
+blur neighbourhood is re-read from the cache); nothing waits for the host, and no float copy of the batch
+exists. The per-sample inputs (tables, blur radius and ``1 / (2 sigma^2)``, noise std and key) come from
+:func:`~crumpets_lightning.data.augment.batched.sample_params`, the same tensors the torch path uses, and
+the arithmetic follows the torch path step by step, so the two agree to within one level (float rounding
+of transcendental functions and fused multiply-adds) with the same noise.
+
+Triton is optional: :func:`available` says whether it imported. Tests run this kernel on CPU tensors with
+``TRITON_INTERPRET=1`` set before Triton is imported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from crumpets_lightning.data.augment.batched import SampleParams
+
+__all__ = ["available", "import_error", "randomize_triton"]
+
+_IMPORT_ERROR: str | None = None
+try:
+    import triton
+    import triton.language as tl
+except Exception as error:  # pragma: no cover - depends on the installation
+    triton = None
+    tl = None
+    _IMPORT_ERROR = f"{type(error).__name__}: {error}"
+
+#: Tile of one program (rows, columns); powers of two.
+BLOCK_H = 16
+BLOCK_W = 64
+
+
+def available() -> bool:
+    """Whether Triton imported (the kernel can run: on CUDA, or on CPU under ``TRITON_INTERPRET=1``)."""
+    return triton is not None
+
+
+def import_error() -> str | None:
+    """Why Triton did not import, or ``None``."""
+    return _IMPORT_ERROR
+
+
+if triton is not None:
+
+    @triton.jit
+    def _hash32(x: Any) -> Any:
+        # the same hash as batched.hash32, on uint32 (multiplication wraps modulo 2**32)
+        x = x ^ (x >> 16)
+        x = x * 0x21F0AAAD
+        x = x ^ (x >> 15)
+        x = x * 0x735A2D97
+        return x ^ (x >> 15)
+
+    @triton.jit
+    def _reflect101(index: Any, size: Any) -> Any:
+        period = tl.maximum(2 * (size - 1), 1)
+        index = tl.abs(index) % period
+        return tl.where(index >= size, period - index, index)
+
+    @triton.jit
+    def _randomize_kernel(
+        image_ptr: Any,
+        out_ptr: Any,
+        lut_ptr: Any,
+        blur_inv_ptr: Any,
+        blur_radius_ptr: Any,
+        noise_std_ptr: Any,
+        noise_key_ptr: Any,
+        channels: Any,
+        height: Any,
+        width: Any,
+        BLOCK_H: tl.constexpr,
+        BLOCK_W: tl.constexpr,
+    ) -> None:
+        plane = tl.program_id(0)  # sample * channels + channel (axis 0: CUDA allows 2**31 - 1 programs there)
+        tile = tl.program_id(1)
+        sample = plane // channels
+        channel = plane % channels
+        tiles_w = tl.cdiv(width, BLOCK_W)
+        rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+        cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+        inside = (rows < height) & (cols < width)
+        plane_offset = plane.to(tl.int64) * height * width
+        source = image_ptr + plane_offset
+        table = lut_ptr + plane * 256
+
+        radius = tl.load(blur_radius_ptr + sample)
+        inv = tl.load(blur_inv_ptr + sample)
+        total = inv * 0.0
+        for d in range(-radius, radius + 1):
+            total += tl.exp(inv * -(d * d))
+
+        acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+        for dy in range(-radius, radius + 1):
+            weight_y = tl.exp(inv * -(dy * dy)) / total
+            row_offset = _reflect101(rows + dy, height) * width
+            line = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+            for dx in range(-radius, radius + 1):
+                weight_x = tl.exp(inv * -(dx * dx)) / total
+                pixel = tl.load(source + row_offset + _reflect101(cols + dx, width), mask=inside, other=0)
+                line += weight_x * tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
+            acc += weight_y * line
+
+        # counter-based noise: the same function of (key, element index) as batched.noise_field
+        key = tl.load(noise_key_ptr + sample).to(tl.uint32, bitcast=True)
+        counter = ((channel * height + rows) * width + cols).to(tl.uint32) * 2
+        h1 = _hash32(_hash32(counter) ^ key)
+        h2 = _hash32(_hash32(counter + 1) ^ key)
+        u1 = ((h1 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
+        u2 = (h2 >> 8).to(tl.float32) * 5.9604644775390625e-08
+        normal = tl.sqrt(tl.log(u1) * -2.0) * tl.cos(u2 * 6.2831854820251465)
+        value = acc + tl.load(noise_std_ptr + plane) * normal
+
+        value = tl.minimum(tl.maximum(value, 0.0), 255.0)
+        value = (value + 12582912.0) - 12582912.0  # round half to even (exact for 0 <= value < 2**22)
+        tl.store(out_ptr + plane_offset + rows * width + cols, value.to(tl.uint8), mask=inside)
+
+
+def randomize_triton(image: Tensor, params: SampleParams) -> Tensor:
+    """Run the fused kernel on a contiguous uint8 ``[B, C, H, W]`` batch; returns a new uint8 tensor.
+
+    Raises:
+        RuntimeError: Triton is not installed.
+    """
+    if triton is None:
+        raise RuntimeError(f"the fused Randomizer kernel needs triton (pip install triton): {_IMPORT_ERROR}")
+    image = image.contiguous()
+    batch, channels, height, width = image.shape
+    out = torch.empty_like(image)
+    # the key as int32 with the same 32 bits (the kernel reinterprets it as uint32)
+    key = params.noise_key - ((params.noise_key >= 2**31).to(torch.int64) << 32)
+    grid = (batch * channels, triton.cdiv(height, BLOCK_H) * triton.cdiv(width, BLOCK_W))
+    _randomize_kernel[grid](
+        image,
+        out,
+        params.luts.contiguous(),
+        params.blur_inv.contiguous(),
+        params.blur_radius.contiguous(),
+        params.noise_std.contiguous(),
+        key.to(torch.int32),
+        channels,
+        height,
+        width,
+        BLOCK_H=BLOCK_H,
+        BLOCK_W=BLOCK_W,
+    )
+    return out
