@@ -24,7 +24,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from crumpets_lightning.data.augment.batched import SampleParams
 
-__all__ = ["available", "import_error", "randomize_triton"]
+__all__ = ["available", "import_error", "noise_triton", "randomize_triton"]
 
 _IMPORT_ERROR: str | None = None
 try:
@@ -51,9 +51,10 @@ def import_error() -> str | None:
 
 
 if triton is not None:
+    # No annotations on jitted functions but tl.constexpr: Triton's compiler resolves annotation names as globals.
 
     @triton.jit
-    def _hash32(x: Any) -> Any:
+    def _hash32(x):
         # the same hash as batched.hash32, on uint32 (multiplication wraps modulo 2**32)
         x = x ^ (x >> 16)
         x = x * 0x21F0AAAD
@@ -62,26 +63,43 @@ if triton is not None:
         return x ^ (x >> 15)
 
     @triton.jit
-    def _reflect101(index: Any, size: Any) -> Any:
+    def _reflect101(index, size):
         period = tl.maximum(2 * (size - 1), 1)
         index = tl.abs(index) % period
         return tl.where(index >= size, period - index, index)
 
     @triton.jit
+    def _normal(key, element):
+        # counter-based noise: the same function of (key, element index) as batched.noise_field
+        counter = element.to(tl.uint32) * 2
+        h1 = _hash32(_hash32(counter) ^ key)
+        h2 = _hash32(_hash32(counter + 1) ^ key)
+        u1 = ((h1 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
+        u2 = (h2 >> 8).to(tl.float32) * 5.9604644775390625e-08
+        return tl.sqrt(tl.log(u1) * -2.0) * tl.cos(u2 * 6.2831854820251465)
+
+    @triton.jit
+    def _noise_kernel(out_ptr, noise_key_ptr, count, BLOCK: tl.constexpr):
+        sample = tl.program_id(0)
+        element = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        key = tl.load(noise_key_ptr + sample).to(tl.uint32, bitcast=True)
+        tl.store(out_ptr + sample.to(tl.int64) * count + element, _normal(key, element), mask=element < count)
+
+    @triton.jit
     def _randomize_kernel(
-        image_ptr: Any,
-        out_ptr: Any,
-        lut_ptr: Any,
-        blur_inv_ptr: Any,
-        blur_radius_ptr: Any,
-        noise_std_ptr: Any,
-        noise_key_ptr: Any,
-        channels: Any,
-        height: Any,
-        width: Any,
+        image_ptr,
+        out_ptr,
+        lut_ptr,
+        blur_inv_ptr,
+        blur_radius_ptr,
+        noise_std_ptr,
+        noise_key_ptr,
+        channels,
+        height,
+        width,
         BLOCK_H: tl.constexpr,
         BLOCK_W: tl.constexpr,
-    ) -> None:
+    ):
         plane = tl.program_id(0)  # sample * channels + channel (axis 0: CUDA allows 2**31 - 1 programs there)
         tile = tl.program_id(1)
         sample = plane // channels
@@ -111,19 +129,33 @@ if triton is not None:
                 line += weight_x * tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
             acc += weight_y * line
 
-        # counter-based noise: the same function of (key, element index) as batched.noise_field
         key = tl.load(noise_key_ptr + sample).to(tl.uint32, bitcast=True)
-        counter = ((channel * height + rows) * width + cols).to(tl.uint32) * 2
-        h1 = _hash32(_hash32(counter) ^ key)
-        h2 = _hash32(_hash32(counter + 1) ^ key)
-        u1 = ((h1 >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08
-        u2 = (h2 >> 8).to(tl.float32) * 5.9604644775390625e-08
-        normal = tl.sqrt(tl.log(u1) * -2.0) * tl.cos(u2 * 6.2831854820251465)
+        normal = _normal(key, (channel * height + rows) * width + cols)
         value = acc + tl.load(noise_std_ptr + plane) * normal
 
         value = tl.minimum(tl.maximum(value, 0.0), 255.0)
         value = (value + 12582912.0) - 12582912.0  # round half to even (exact for 0 <= value < 2**22)
         tl.store(out_ptr + plane_offset + rows * width + cols, value.to(tl.uint8), mask=inside)
+
+
+def _int32_keys(noise_key: Tensor) -> Tensor:
+    """The int64 keys (values in ``[0, 2**32)``) as int32 with the same bits; the kernels reinterpret them."""
+    return (noise_key - ((noise_key >= 2**31).to(torch.int64) << 32)).to(torch.int32)
+
+
+def noise_triton(keys: Tensor, shape: tuple[int, int, int]) -> Tensor:
+    """The kernel's standard normal noise ``[B, C, H, W]`` (float32) for int64 keys: must equal ``noise_field``.
+
+    Raises:
+        RuntimeError: Triton is not installed.
+    """
+    if triton is None:
+        raise RuntimeError(f"the fused Randomizer kernel needs triton (pip install triton): {_IMPORT_ERROR}")
+    count = shape[0] * shape[1] * shape[2]
+    out = torch.empty((keys.shape[0], *shape), dtype=torch.float32, device=keys.device)
+    block = 1024
+    _noise_kernel[(keys.shape[0], triton.cdiv(count, block))](out, _int32_keys(keys), count, BLOCK=block)
+    return out
 
 
 def randomize_triton(image: Tensor, params: SampleParams) -> Tensor:
@@ -137,8 +169,6 @@ def randomize_triton(image: Tensor, params: SampleParams) -> Tensor:
     image = image.contiguous()
     batch, channels, height, width = image.shape
     out = torch.empty_like(image)
-    # the key as int32 with the same 32 bits (the kernel reinterprets it as uint32)
-    key = params.noise_key - ((params.noise_key >= 2**31).to(torch.int64) << 32)
     grid = (batch * channels, triton.cdiv(height, BLOCK_H) * triton.cdiv(width, BLOCK_W))
     _randomize_kernel[grid](
         image,
@@ -147,7 +177,7 @@ def randomize_triton(image: Tensor, params: SampleParams) -> Tensor:
         params.blur_inv.contiguous(),
         params.blur_radius.contiguous(),
         params.noise_std.contiguous(),
-        key.to(torch.int32),
+        _int32_keys(params.noise_key),
         channels,
         height,
         width,

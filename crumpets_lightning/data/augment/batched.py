@@ -278,7 +278,9 @@ def _check(image: Tensor, augmentation: Tensor, backend: str) -> None:
 
 
 def _use_triton(image: Tensor, backend: str) -> bool:
-    if backend == "torch":
+    # "auto" on CPU tensors never imports triton (whose kernels are compiled or interpreted by how the
+    # environment variable TRITON_INTERPRET was set when the kernel module was first imported)
+    if backend == "torch" or (backend == "auto" and not image.is_cuda):
         return False
     from crumpets_lightning.data.augment import _triton_kernel
 
