@@ -164,7 +164,7 @@ def _registered_rate(
     array[...] = pinned.numpy()
     address, nbytes = array.__array_interface__["data"][0], array.nbytes
     try:
-        from crumpets_lightning.data.loader.transfer import CudaBackend, SlotTransfer  # type: ignore[import-not-found]
+        from crumpets_lightning.data.loader.transfer import CudaBackend, SlotTransfer
     except ImportError:  # the loader's page-locked slots are not there: the same calls by hand
         host = torch.from_numpy(array)
         if int(torch.cuda.cudart().cudaHostRegister(address, nbytes, 0)) != 0:
