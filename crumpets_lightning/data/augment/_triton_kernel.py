@@ -16,7 +16,7 @@ Triton is optional: :func:`available` says whether it imported. Tests run this k
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
