@@ -39,10 +39,12 @@ def images(shape: tuple[int, int, int, int], seed: int = 0) -> torch.Tensor:
 
 #: name -> (image shape, blur sigmas in pixels per sample)
 CASES: dict[str, tuple[tuple[int, int, int, int], list[float]]] = {
-    # RGB, per-sample radii 3 and 0 (sigma 0.1 is below the threshold), a 16x16 image: one tile
+    # RGB, per-sample radii 3 (separable path) and 0 (sigma 0.1 is below the threshold), one 16x16 tile
     "rgb": ((2, 3, 16, 16), [0.9, 0.1]),
-    # gray, odd sizes (partial tiles, masks), a radius (5) as large as the image (reflect-101 wraps)
+    # gray, odd sizes (partial tiles, masks), radii 5 (as large as the image: reflect-101 wraps) and 2
     "gray": ((2, 1, 5, 9), [1.5, 0.4]),
+    # radius 9, wider than the kernel's halo (the direct 2-d path), and an unblurred sample
+    "wide": ((2, 1, 6, 10), [3.0, 0.0]),
 }
 
 

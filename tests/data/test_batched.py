@@ -157,3 +157,26 @@ def test_one_rank_and_two_ranks_give_bitwise_equal_samples() -> None:
     for key in common:
         assert torch.equal(one[key], two[key]), key
     assert not torch.equal(one[common[0]], one[common[1]])
+
+
+def test_a_failing_kernel_warns_once_and_auto_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("triton")
+    from crumpets_lightning.data.augment import _triton_kernel, batched
+
+    def broken(image: torch.Tensor, params: object) -> torch.Tensor:
+        raise RuntimeError("no kernel image for this GPU")
+
+    real_use_triton = batched._use_triton
+    monkeypatch.setattr(batched, "_use_triton", lambda image, backend: backend != "torch")  # as on CUDA
+    monkeypatch.setattr(_triton_kernel, "randomize_triton", broken)
+    monkeypatch.setattr(_triton_kernel, "_DISABLED", None)
+    image, records = _images(2), _records(2)
+    expected = randomize_batch(image, records, backend="torch")
+    with pytest.raises(RuntimeError, match="no kernel image"):
+        randomize_batch(image, records, backend="triton")  # asked for explicitly: the error itself
+    with pytest.warns(RuntimeWarning, match=r"fused Randomizer kernel failed \(RuntimeError: no kernel image"):
+        assert torch.equal(randomize_batch(image, records), expected)
+    assert not _triton_kernel.available()
+    monkeypatch.setattr(batched, "_use_triton", real_use_triton)
+    with pytest.raises(RuntimeError, match=r"fused kernel is not available \(RuntimeError: no kernel image"):
+        randomize_batch(image, records, backend="triton")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,9 @@ def test_cuda_auto_backend_is_the_kernel_and_agrees_with_cpu() -> None:
     image = images((64, 3, 56, 64), seed=3)
     aug = records(64, [0.1 + 0.05 * i for i in range(64)], 64)
     cpu = randomize_batch(image, aug).numpy()
-    cuda = randomize_batch(image.cuda(), aug.cuda())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a kernel failure would warn and fall back to torch
+        cuda = randomize_batch(image.cuda(), aug.cuda())
     assert cuda.is_cuda and cuda.dtype == torch.uint8
     assert _diff(cuda.cpu().numpy(), cpu) <= 1
     torch.manual_seed(1)  # torch's RNG plays no part

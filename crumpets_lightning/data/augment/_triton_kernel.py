@@ -1,14 +1,21 @@
 """The fused Triton kernel behind :func:`~crumpets_lightning.data.augment.batched.randomize_batch` on CUDA.
 
-One program computes a ``BLOCK_H x BLOCK_W`` tile of one sample's channel: for every blur tap it reads the
-uint8 pixels (reflect-101 indices, so the halo needs no padding), looks them up in the sample's
-gamma/contrast table, accumulates the horizontal then the vertical Gaussian sum in registers, adds the
-counter-based noise, clips, rounds half to even and stores uint8. The batch is read and written once (the
-blur neighbourhood is re-read from the cache); nothing waits for the host, and no float copy of the batch
-exists. The per-sample inputs (tables, blur radius and ``1 / (2 sigma^2)``, noise std and key) come from
+One program computes a ``BLOCK_H x BLOCK_W`` tile of one sample's channel. It reads the uint8 pixels it
+needs (reflect-101 indices, so the halo needs no padding), looks them up in the sample's gamma/contrast
+table, blurs, adds the counter-based noise, clips, rounds half to even and stores uint8:
+
+- a sample that is not blurred costs one read and one table lookup per pixel;
+- blur radii up to ``HALO`` are separable: the horizontal pass runs over the tile's rows plus ``HALO`` rows
+  above and below (``2 * (2 r + 1)`` reads per output pixel), the vertical pass is one small matrix product
+  with the banded matrix of the sample's weights (``tl.dot`` in IEEE float32);
+- wider radii (sigma above ``HALO / 3`` pixels, rare) read every tap of the 2-d kernel.
+
+The batch is read from memory once (the neighbourhood comes from the cache) and written once; nothing waits
+for the host, and no float copy of the batch exists. The per-sample inputs (tables, blur radius and
+``1 / (2 sigma^2)``, noise std and key) come from
 :func:`~crumpets_lightning.data.augment.batched.sample_params`, the same tensors the torch path uses, and
-the arithmetic follows the torch path step by step, so the two agree to within one level (float rounding
-of transcendental functions and fused multiply-adds) with the same noise.
+the arithmetic follows the torch path's formulas, so the two agree to within one level (float rounding of
+transcendental functions, summation order, fused multiply-adds), with the same noise.
 
 Triton is optional: :func:`available` says whether it imported. Tests run this kernel on CPU tensors with
 ``TRITON_INTERPRET=1`` set before Triton is imported.
@@ -16,6 +23,7 @@ Triton is optional: :func:`available` says whether it imported. Tests run this k
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,9 +32,10 @@ from torch import Tensor
 if TYPE_CHECKING:
     from crumpets_lightning.data.augment.batched import SampleParams
 
-__all__ = ["available", "import_error", "noise_triton", "randomize_triton"]
+__all__ = ["available", "disable", "import_error", "noise_triton", "randomize_triton"]
 
 _IMPORT_ERROR: str | None = None
+_DISABLED: str | None = None
 try:
     import triton
     import triton.language as tl
@@ -38,16 +47,32 @@ except Exception as error:  # pragma: no cover - depends on the installation
 #: Tile of one program (rows, columns); powers of two.
 BLOCK_H = 16
 BLOCK_W = 64
+#: Blur radii up to this take the separable path (``BLOCK_H + 2 * HALO`` rows, a power of two, at least 16);
+#: wider ones (sigma above 2.67 pixels) read every tap of the 2-d kernel.
+HALO = 8
 
 
 def available() -> bool:
-    """Whether Triton imported (the kernel can run: on CUDA, or on CPU under ``TRITON_INTERPRET=1``)."""
-    return triton is not None
+    """Whether the kernel can run: Triton imported (CUDA, or CPU under ``TRITON_INTERPRET=1``), not disabled."""
+    return triton is not None and _DISABLED is None
+
+
+def disable(error: BaseException) -> None:
+    """Stop using the kernel after it failed (warns once, naming the error); ``backend="auto"`` uses torch."""
+    global _DISABLED
+    if _DISABLED is None:
+        _DISABLED = f"{type(error).__name__}: {error}"
+        warnings.warn(
+            f"the fused Randomizer kernel failed ({_DISABLED}); using the torch path from now on. "
+            "Please report this with your GPU and triton version; backend='triton' raises the error itself",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def import_error() -> str | None:
-    """Why Triton did not import, or ``None``."""
-    return _IMPORT_ERROR
+    """Why the kernel is not available (Triton did not import, or it failed and was disabled), or ``None``."""
+    return _IMPORT_ERROR or _DISABLED
 
 
 if triton is not None:
@@ -99,6 +124,8 @@ if triton is not None:
         width,
         BLOCK_H: tl.constexpr,
         BLOCK_W: tl.constexpr,
+        HALO: tl.constexpr,
+        BAND: tl.constexpr,
     ):
         plane = tl.program_id(0)  # sample * channels + channel (axis 0: CUDA allows 2**31 - 1 programs there)
         tile = tl.program_id(1)
@@ -118,16 +145,35 @@ if triton is not None:
         for d in range(-radius, radius + 1):
             total += tl.exp(inv * -(d * d))
 
-        acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-        for dy in range(-radius, radius + 1):
-            weight_y = tl.exp(inv * -(dy * dy)) / total
-            row_offset = _reflect101(rows + dy, height) * width
-            line = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+        if radius == 0:  # not blurred: one table lookup per pixel
+            pixel = tl.load(source + rows * width + cols, mask=inside, other=0)
+            acc = tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
+        elif radius <= HALO:
+            # separable: the horizontal pass over the tile's rows and HALO rows above and below (reflect-101
+            # indices stay inside the image, so no mask), then the vertical pass as one small matrix product
+            # with the banded matrix of the sample's vertical weights
+            band = (tile // tiles_w) * BLOCK_H - HALO + tl.arange(0, BAND)[:, None]
+            band_offset = _reflect101(band, height) * width
+            line = tl.zeros((BAND, BLOCK_W), dtype=tl.float32)
             for dx in range(-radius, radius + 1):
                 weight_x = tl.exp(inv * -(dx * dx)) / total
-                pixel = tl.load(source + row_offset + _reflect101(cols + dx, width), mask=inside, other=0)
-                line += weight_x * tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
-            acc += weight_y * line
+                pixel = tl.load(source + band_offset + _reflect101(cols + dx, width))
+                line += weight_x * tl.load(table + pixel.to(tl.int32))
+            shift = tl.arange(0, BAND)[None, :] - tl.arange(0, BLOCK_H)[:, None] - HALO
+            vertical = tl.exp(inv * -(shift * shift).to(tl.float32)) / total
+            vertical = tl.where(tl.abs(shift) <= radius, vertical, 0.0)
+            acc = tl.dot(vertical, line, input_precision="ieee")
+        else:  # wider than the halo: every tap of the 2-d kernel read directly (horizontal sums, then vertical)
+            acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+            for dy in range(-radius, radius + 1):
+                weight_y = tl.exp(inv * -(dy * dy)) / total
+                row_offset = _reflect101(rows + dy, height) * width
+                row_sum = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+                for dx in range(-radius, radius + 1):
+                    weight_x = tl.exp(inv * -(dx * dx)) / total
+                    pixel = tl.load(source + row_offset + _reflect101(cols + dx, width), mask=inside, other=0)
+                    row_sum += weight_x * tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
+                acc += weight_y * row_sum
 
         key = tl.load(noise_key_ptr + sample).to(tl.uint32, bitcast=True)
         normal = _normal(key, (channel * height + rows) * width + cols)
@@ -183,5 +229,7 @@ def randomize_triton(image: Tensor, params: SampleParams) -> Tensor:
         width,
         BLOCK_H=BLOCK_H,
         BLOCK_W=BLOCK_W,
+        HALO=HALO,
+        BAND=BLOCK_H + 2 * HALO,
     )
     return out

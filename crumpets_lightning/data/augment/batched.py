@@ -287,8 +287,8 @@ def _use_triton(image: Tensor, backend: str) -> bool:
     if backend == "triton":
         if not _triton_kernel.available():
             raise RuntimeError(
-                "randomize_batch(backend='triton') needs the triton package (pip install triton); "
-                f"import failed: {_triton_kernel.import_error()}"
+                "randomize_batch(backend='triton'): the fused kernel is not available "
+                f"({_triton_kernel.import_error()}); install triton (pip install triton) or use backend='torch'"
             )
         return True
     return image.is_cuda and _triton_kernel.available()
@@ -301,8 +301,10 @@ def randomize_batch(image: Tensor, augmentation: Tensor, rgb_noise: bool = True,
         image: uint8 ``[B, C, H, W]``, RGB (``C == 3``) or gray (``C == 1``), on any device.
         augmentation: ``[B, len(AUGMENTATION_FIELDS)]`` records; moved to the image's device.
         rgb_noise: Camera-like noise weights on 3-channel images.
-        backend: ``"auto"`` (the fused Triton kernel for CUDA tensors when Triton is installed, else torch),
-            ``"torch"`` or ``"triton"`` (also on CPU tensors under ``TRITON_INTERPRET=1``, for tests).
+        backend: ``"auto"`` (the fused Triton kernel for CUDA tensors when Triton is installed, else torch;
+            if the kernel fails to compile or launch, a ``RuntimeWarning`` says so once and the torch path
+            is used from then on), ``"torch"`` or ``"triton"`` (also on CPU tensors under
+            ``TRITON_INTERPRET=1``, for tests; errors are raised).
 
     Returns:
         A new uint8 tensor ``[B, C, H, W]`` on the image's device.
@@ -324,9 +326,14 @@ def randomize_batch(image: Tensor, augmentation: Tensor, rgb_noise: bool = True,
         any_noise = bool((augmentation[:, FIELD_INDEX["noise"]] > 0).any())
     params = sample_params(augmentation.to(device=image.device, dtype=torch.float32), channels, width, rgb_noise)
     if _use_triton(image, backend):
-        from crumpets_lightning.data.augment._triton_kernel import randomize_triton
+        from crumpets_lightning.data.augment import _triton_kernel
 
-        return randomize_triton(image, params)
+        try:
+            return _triton_kernel.randomize_triton(image, params)
+        except Exception as error:  # e.g. a Triton that cannot compile for this GPU: the torch path still works
+            if backend == "triton":
+                raise
+            _triton_kernel.disable(error)
     out = apply_luts(image, params.luts)
     out = gaussian_blur(out, params.blur_inv, params.blur_radius, max_radius)
     if any_noise:  # std 0 adds exact zeros: skipping it changes nothing
