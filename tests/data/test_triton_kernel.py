@@ -50,7 +50,7 @@ def interpreted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarra
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.data._triton_cases", str(path), "cpu"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=100,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(path) as data:
