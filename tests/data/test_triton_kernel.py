@@ -99,3 +99,10 @@ def test_cuda_auto_backend_is_the_kernel_and_agrees_with_cpu() -> None:
     torch.manual_seed(1)  # torch's RNG plays no part
     again = randomize_batch(image.cuda()[10:20], aug.cuda()[10:20])
     assert torch.equal(again, cuda[10:20])
+
+
+def test_images_beyond_the_grid_go_to_the_torch_path() -> None:
+    from crumpets_lightning.data.augment import _triton_kernel
+
+    assert _triton_kernel.fits(224, 224) and _triton_kernel.fits(4096, 8192)
+    assert not _triton_kernel.fits(8192, 8192)  # 512 x 128 tiles: one more than CUDA's 65535

@@ -32,7 +32,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from crumpets_lightning.data.augment.batched import SampleParams
 
-__all__ = ["available", "disable", "import_error", "noise_triton", "randomize_triton"]
+__all__ = ["available", "disable", "fits", "import_error", "noise_triton", "randomize_triton"]
 
 _IMPORT_ERROR: str | None = None
 _DISABLED: str | None = None
@@ -55,6 +55,11 @@ HALO = 8
 def available() -> bool:
     """Whether the kernel can run: Triton imported (CUDA, or CPU under ``TRITON_INTERPRET=1``), not disabled."""
     return triton is not None and _DISABLED is None
+
+
+def fits(height: int, width: int) -> bool:
+    """Whether an image of this size fits the kernel's grid (CUDA allows 65535 programs on its second axis)."""
+    return -(-height // BLOCK_H) * -(-width // BLOCK_W) <= 65535
 
 
 def disable(error: BaseException) -> None:

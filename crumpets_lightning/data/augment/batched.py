@@ -291,7 +291,8 @@ def _use_triton(image: Tensor, backend: str) -> bool:
                 f"({_triton_kernel.import_error()}); install triton (pip install triton) or use backend='torch'"
             )
         return True
-    return image.is_cuda and _triton_kernel.available()
+    # images above ~67 megapixels have more tiles than CUDA's grid axis holds: the torch path takes them
+    return image.is_cuda and _triton_kernel.available() and _triton_kernel.fits(image.shape[2], image.shape[3])
 
 
 def randomize_batch(image: Tensor, augmentation: Tensor, rgb_noise: bool = True, backend: str = "auto") -> Tensor:
