@@ -106,3 +106,20 @@ def test_images_beyond_the_grid_go_to_the_torch_path() -> None:
 
     assert _triton_kernel.fits(224, 224) and _triton_kernel.fits(4096, 8192)
     assert not _triton_kernel.fits(8192, 8192)  # 512 x 128 tiles: one more than CUDA's 65535
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_path_never_waits_for_the_device() -> None:
+    from crumpets_lightning.data.augment.batched import randomize_batch
+    from tests.data._triton_cases import images, records
+
+    image = images((32, 3, 64, 64), seed=4).cuda()
+    aug = records(32, [0.05 * i for i in range(32)], 64).cuda()
+    randomize_batch(image, aug)  # compile first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation inside raises
+    try:
+        out = randomize_batch(image, aug)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == image.shape
