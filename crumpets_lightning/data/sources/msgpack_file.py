@@ -148,6 +148,33 @@ class MsgpackDataset(Sequence[bytes]):
             self._cache.put(i, start, data)
         return data
 
+    def read_many(self, indices: Sequence[int]) -> list[bytes]:
+        """The packed bytes of several samples; a remote file fetches them concurrently (one round trip).
+
+        Equal to ``[self[i] for i in indices]``; over a network it is many times faster, since the requests
+        are in flight together instead of one after the other.
+
+        Raises:
+            IndexError: an index is out of range.
+        """
+        positions = [self._check_index(index) for index in indices]
+        out: list[bytes | None] = [None] * len(positions)
+        missing: list[int] = []
+        for k, i in enumerate(positions):
+            if self._cache is not None:
+                out[k] = self._cache.get(i, *self.sample_index.span(i))
+            if out[k] is None:
+                missing.append(k)
+        if isinstance(self._file, RemoteFile):
+            fetched = self._file.read_many([self.sample_index.span(positions[k]) for k in missing])
+        else:
+            fetched = [self._file.read(*self.sample_index.span(positions[k])) for k in missing]
+        for k, data in zip(missing, fetched):
+            out[k] = data
+            if self._cache is not None:
+                self._cache.put(positions[k], self.sample_index.span(positions[k])[0], data)
+        return out  # type: ignore[return-value]
+
     def sample_key(self, index: int) -> object:
         """The key of sample ``index`` from datadings' ``.keys`` sidecar when there is one, else ``index``.
 

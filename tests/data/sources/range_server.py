@@ -24,6 +24,7 @@ _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet; requests are recorded instead

@@ -199,3 +199,21 @@ def test_trainer_fit_over_an_http_source(served):
     assert sorted(labels.labels) == sorted([s["label"] for s in items] * 2)
     ranges = [rng for method, rng in _data_requests(server, "train.msgpack") if method == "GET"]
     assert len(ranges) == 24 and all(rng is not None for rng in ranges)
+
+
+def test_read_many_fetches_concurrently_and_equals_single_reads(tmp_path, served):
+    root, server = served
+    write_samples(root / "x.msgpack", 20)
+    dataset = MsgpackDataset(server.url("x.msgpack"), cache_dir=tmp_path / "samples")
+    wanted = [19, 0, 7, -1, 7]
+    single = [dataset[i] for i in wanted]
+    server.clear()
+    fresh = MsgpackDataset(server.url("x.msgpack"))
+    assert fresh.read_many(wanted) == single
+    gets = [rng for method, rng in _data_requests(server, "x.msgpack") if method == "GET"]
+    assert len(gets) == 5 and fresh.read_many([]) == []
+    server.clear()
+    assert dataset.read_many([0, 7, 19, 3]) == [dataset[i] for i in (0, 7, 19, 3)]  # cached ones are not fetched
+    assert len([m for m, _ in _data_requests(server, "x.msgpack") if m == "GET"]) == 1  # only sample 3, once
+    with pytest.raises(IndexError, match="out of range"):
+        fresh.read_many([0, 20])

@@ -124,3 +124,10 @@ def test_global_shuffle_over_shards_in_the_loader_two_ranks_and_resume(tmp_path)
     whole = concat(collect(full), "value").ravel().tolist()
     full.stop()
     assert head + tail == whole and len(whole) == 20
+
+
+def test_read_many_over_shards_keeps_the_order(tmp_path):
+    dataset = ShardedDataset(make_shards(tmp_path, [3, 4, 2]))
+    wanted = [8, 0, 4, 3, 8, -2]
+    assert dataset.read_many(wanted) == [dataset[i] for i in wanted]
+    assert [unpack_sample(b)["value"] for b in dataset.read_many(wanted)] == [8, 0, 4, 3, 8, 7]
