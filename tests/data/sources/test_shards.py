@@ -131,3 +131,30 @@ def test_read_many_over_shards_keeps_the_order(tmp_path):
     wanted = [8, 0, 4, 3, 8, -2]
     assert dataset.read_many(wanted) == [dataset[i] for i in wanted]
     assert [unpack_sample(b)["value"] for b in dataset.read_many(wanted)] == [8, 0, 4, 3, 8, 7]
+
+
+def test_window_order_through_the_loader_epochs_ranks_and_resume(tmp_path):
+    dataset = open_source(make_shards(tmp_path, [8, 6, 10]), shuffle_window=4)
+    assert isinstance(dataset, WindowShuffledShards)
+    loader = TurboDataLoader(dataset, 4, EchoWorker(), nworkers=2, shuffle=True, seed=9)
+    epochs = [concat(collect(loader), "value").ravel().tolist() for _ in range(2)]
+    loader.stop()
+    # the epoch plan follows the source's order (values are the global sample indices)
+    assert epochs == [dataset.shuffled_order(9, 0).tolist(), dataset.shuffled_order(9, 1).tolist()]
+    per_rank = []
+    for rank in (0, 1):
+        loader = TurboDataLoader(dataset, 4, EchoWorker(), nworkers=1, shuffle=True, seed=9, rank=rank, world_size=2)
+        per_rank.append(concat(collect(loader), "value").ravel().tolist())
+        loader.stop()
+    assert len(per_rank[0]) == len(per_rank[1]) == 12
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(24))
+    loader = TurboDataLoader(dataset, 4, EchoWorker(), nworkers=1, shuffle=True, seed=9)
+    iterator = iter(loader)
+    head = [value for _ in range(3) for value in next(iterator)[1][0]["value"].ravel().tolist()]
+    state = loader.state_dict()
+    loader.stop()
+    resumed = TurboDataLoader(dataset, 4, EchoWorker(), nworkers=2, shuffle=True, seed=9)
+    resumed.load_state_dict(state)
+    tail = concat(collect(resumed), "value").ravel().tolist()
+    resumed.stop()
+    assert head + tail == epochs[0]
