@@ -142,9 +142,16 @@ class RemoteFile:
         return [bytes(data) for data in parts]
 
     def read_sidecar(self, suffix: str) -> bytes | None:
-        """The whole file ``<url><suffix>`` (an index beside the data), or None when there is none."""
+        """The whole file ``<url><suffix>`` (an index beside the data), or None when there is none.
+
+        An http(s) query string stays at the end (``x.msgpack?v=2`` -> ``x.msgpack.offsets?v=2``).
+        """
+        path, query = self._path, ""
+        if self.url.split("://", 1)[0].split("::")[-1] in ("http", "https") and "?" in path:
+            path, query = path.split("?", 1)
+            query = "?" + query
         try:
-            return bytes(self._filesystem().cat_file(self._path + suffix))
+            return bytes(self._filesystem().cat_file(path + suffix + query))
         except (FileNotFoundError, OSError):
             return None
 

@@ -217,3 +217,12 @@ def test_read_many_fetches_concurrently_and_equals_single_reads(tmp_path, served
     assert len([m for m, _ in _data_requests(server, "x.msgpack") if m == "GET"]) == 1  # only sample 3, once
     with pytest.raises(IndexError, match="out of range"):
         fresh.read_many([0, 20])
+
+
+def test_http_url_with_a_query_string_is_a_file_not_a_glob(served, monkeypatch):
+    root, server = served
+    write_samples(root / "x.msgpack", 6)
+    no_scan(monkeypatch)  # the sidecar is found as x.msgpack.offsets?v=2
+    dataset = open_source(server.url("x.msgpack?v=2"))
+    assert isinstance(dataset, MsgpackDataset) and len(dataset) == 6
+    assert ("GET", "/x.msgpack.offsets?v=2", None) in server.requests
