@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from crumpets_lightning.data.sources import (
     open_source,
     write_msgpack,
 )
+from crumpets_lightning.data.sources import image_folder as image_folder_module
 from crumpets_lightning.data.sources import index as index_module
 from crumpets_lightning.data.transport.codec import pack_sample
 
@@ -95,3 +98,41 @@ def test_image_folder_keys_order_and_nested_folders(tmp_path):
     keys = [dataset.sample_key(i) for i in range(len(dataset))]
     assert keys == ["a/z.jpeg", "a/deeper/x/y.png", "b/1.PNG", "b/2.jpg", "b/sub/0.jpg"]  # files, then subfolders
     assert dataset[3] == {"image": b"b/2.jpg", "label": 1, "key": "b/2.jpg"}
+
+
+def test_image_folder_listing_is_cached_and_relisted_when_a_folder_changes(tmp_path, monkeypatch, private_cache):
+    root = tmp_path / "photos"
+    for relative in ("cat/1.jpg", "cat/old/2.jpg", "dog/3.png"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"x")
+    monkeypatch.setattr(image_folder_module, "LISTING_CACHE_MIN_FILES", 0)
+    ImageFolderDataset(root)
+    assert not (private_cache / "folders").exists()  # folders modified just now: no listing kept
+    for folder in (root, root / "cat", root / "cat" / "old", root / "dog"):
+        os.utime(folder, ns=(0, time.time_ns() - 60_000_000_000))  # settled a minute ago
+    first = ImageFolderDataset(root)
+    assert len(list((private_cache / "folders").iterdir())) == 1
+    real_scandir = os.scandir
+    scans: list[str] = []
+
+    def counting_scandir(path: Any) -> Any:
+        scans.append(os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(image_folder_module.os, "scandir", counting_scandir)
+    again = ImageFolderDataset(root)
+    assert scans == [] and again.files == first.files and again.classes == ["cat", "dog"]
+    (root / "cat" / "old" / "4.jpg").write_bytes(b"y")  # only the nested folder changes
+    changed = ImageFolderDataset(root)
+    assert scans and [changed.sample_key(i) for i in range(len(changed))] == [
+        "cat/1.jpg",
+        "cat/old/2.jpg",
+        "cat/old/4.jpg",
+        "dog/3.png",
+    ]
+    scans.clear()
+    (root / "bird").mkdir()
+    (root / "bird" / "5.jpg").write_bytes(b"z")
+    assert ImageFolderDataset(root).classes == ["bird", "cat", "dog"] and scans
+    scans.clear()
+    assert len(ImageFolderDataset(root, cache_listing=False)) == 5 and scans
