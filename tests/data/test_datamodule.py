@@ -413,7 +413,9 @@ def test_loaders_nobody_stopped_are_stopped_at_interpreter_exit(tmp_path: Path) 
 @pytest.mark.parametrize(("samples", "world_size"), [(10, 1), (11, 1), (15, 2)])
 def test_len_counts_the_mini_batches_of_a_short_last_batch(samples: int, world_size: int) -> None:
     dm = make_datamodule(make_samples(samples), batch_size=4, num_mini_batches=2, drop_last=False, shuffle=False)
-    dm.trainer = SimpleNamespace(global_rank=world_size - 1, world_size=world_size, num_devices=world_size)
+    dm.trainer = SimpleNamespace(
+        global_rank=world_size - 1, world_size=world_size, num_devices=world_size, accumulate_grad_batches=2
+    )
     dm.setup("fit")
     try:
         loader = dm.train_dataloader()
