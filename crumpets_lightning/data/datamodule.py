@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import SequentialSampler
 from typing_extensions import override
 
 from crumpets_lightning.data.augment.rng import RNG
@@ -96,6 +97,8 @@ class MiniBatchLoader:
     @property
     def sampler(self) -> Any:
         """An object with ``set_epoch(epoch)`` (Lightning calls it at the start of every training epoch)."""
+        if not self.loader.shuffle:
+            return _SequentialEpochSampler(self.loader.iterable, self.loader.sampler)
         return self.loader.sampler
 
     def __len__(self) -> int:
@@ -167,6 +170,22 @@ class MiniBatchLoader:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(steps_per_epoch={self.steps_per_epoch}, loader={self.loader!r})"
+
+
+class _SequentialEpochSampler(SequentialSampler):
+    """The ``sampler`` of a loader that does not shuffle: a ``SequentialSampler`` forwarding ``set_epoch``.
+
+    Under ``Trainer(overfit_batches=...)`` Lightning replaces every loader whose sampler is not a
+    ``SequentialSampler`` by a rebuilt torch ``DataLoader``, which our loaders cannot be.
+    """
+
+    def __init__(self, data_source: Sized, sampler: Any) -> None:
+        super().__init__(data_source)
+        self._sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the loader's sampler (sets the epoch of the next iteration)."""
+        self._sampler.set_epoch(epoch)
 
 
 def _pinned(batch: dict[str, Any]) -> dict[str, Any]:
