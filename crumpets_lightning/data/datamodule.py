@@ -231,7 +231,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         val: validation samples (same kinds as ``train``).
         test: test samples (same kinds as ``train``).
         predict: samples to predict (same kinds as ``train``).
-        batch_size: samples per batch on each rank; split into ``num_mini_batches`` steps.
+        batch_size: samples per crumpets batch on each rank; split into ``num_mini_batches`` steps.
         nworkers: worker processes per loader; ``None`` shares the usable CPUs among the local ranks.
         image_size: output image size: an int for a square, or (height, width) in pixels.
         channels: output image channels: 3 for RGB, 1 for gray.

@@ -297,25 +297,120 @@ def test_validate_and_test_use_their_own_sources() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "fragments"),
     [
-        ({"batch_size": 0}, "`batch_size` to be a positive int"),
-        ({"batch_size": 6, "num_mini_batches": 4}, "divisible by `num_mini_batches`"),
-        ({"channels": 2}, "`channels` to be 1"),
-        ({"image_size": (16,)}, "`image_size`"),
-        ({"nworkers": 0}, "`nworkers` to be a positive int"),
-        ({"timeout": 0}, "`timeout`"),
-        ({"shared_memory": 1}, "`shared_memory`"),
+        ({"batch_size": 0}, ValueError, ["`batch_size`", "got 0", "positive int"]),
+        ({"batch_size": 6, "num_mini_batches": 4}, ValueError, ["`batch_size` (6)", "`num_mini_batches` (4)"]),
+        ({"num_mini_batches": 0}, ValueError, ["`num_mini_batches`", "got 0", "positive int"]),
+        ({"channels": 2}, ValueError, ["`channels`", "got 2", "channels: 3", "channels: 1"]),
+        ({"image_size": (16,)}, ValueError, ["`image_size`", "(16,)", "image_size: 224", "[224, 160]"]),
+        ({"image_size": "big"}, ValueError, ["`image_size`", "'big'", "image_size: 224"]),
+        ({"image_size": (16, 0)}, ValueError, ["`image_size`", "got 0", "positive ints"]),
+        ({"nworkers": 0}, ValueError, ["`nworkers`", "got 0", "positive int or None"]),
+        ({"timeout": "x"}, TypeError, ["`timeout`", "'x' (str)", "positive number of seconds", "timeout: 120"]),
+        ({"timeout": 0}, ValueError, ["`timeout`", "got 0", "positive number of seconds"]),
+        ({"seed": -1}, ValueError, ["`seed`", "got -1", "int >= 0"]),
+        ({"seed": 1.5}, TypeError, ["`seed`", "1.5 (float)", "int >= 0"]),
+        ({"shared_memory": 1}, ValueError, ["`shared_memory`", "got 1", "int >= 2", "false (send batches"]),
+        ({"shuffle": "yes"}, TypeError, ["`shuffle`", "'yes' (str)", "true or false"]),
+        ({"drop_last": None}, TypeError, ["`drop_last`", "None (NoneType)", "true or false"]),
+        ({"shuffle_window": 0}, ValueError, ["`shuffle_window`", "got 0", "None to shuffle globally"]),
+        ({"train_rng": {"prob": 1.0}}, TypeError, ["`train_rng`", "got dict", "MixtureRNG", "class_path"]),
+        ({"val_params": [1, 2]}, TypeError, ["`val_params`", "got list", "INPUT_PARAMS_VAL"]),
+        ({"val_params": {"zoom": 2}}, ValueError, ["`val_params`", "zoom", "allowed"]),
+        ({"worker": "ClassificationWorker"}, TypeError, ["`worker`", "got str", "BufferWorker subclass"]),
     ],
 )
-def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_are_named_with_what_they_got_and_what_they_accept(
+    kwargs: dict[str, Any], error: type[Exception], fragments: list[str]
+) -> None:
+    with pytest.raises(error) as raised:
         CrumpetsDataModule(make_samples(2), **kwargs)
+    for fragment in fragments:
+        assert fragment in str(raised.value), (fragment, str(raised.value))
+
+
+def test_an_int_image_size_is_a_square_also_from_the_command_line() -> None:
+    from jsonargparse import ArgumentParser
+
+    dm = make_datamodule(make_samples(4), image_size=SIZE // 2)
+    assert dm.image_size == (SIZE // 2, SIZE // 2)
+    dm.setup("fit")
+    try:
+        assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, SIZE // 2, SIZE // 2)
+    finally:
+        dm.teardown("fit")
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(CrumpetsDataModule, "data")
+    for value, expected in (("224", (224, 224)), ("[224, 160]", (224, 160))):
+        config = parser.parse_args([f"--data.image_size={value}"])
+        assert parser.instantiate_classes(config).data.image_size == expected
 
 
 def test_a_source_of_the_wrong_type_is_named() -> None:
     with pytest.raises(TypeError, match="`train` to be a path"):
         CrumpetsDataModule(train=42)  # type: ignore[arg-type]
+
+
+def test_path_sources_are_checked_at_construction(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("these are not samples\n" * 3)
+    with pytest.raises(ValueError, match=r"notes\.txt"):
+        CrumpetsDataModule(train=str(text))
+    with pytest.raises(FileNotFoundError, match=r"missing\.msgpack"):
+        CrumpetsDataModule(val=tmp_path / "missing.msgpack")
+
+
+def test_num_mini_batches_needs_the_trainer_to_accumulate_as_many_steps() -> None:
+    dm = make_datamodule(make_samples(16), batch_size=8, num_mini_batches=2)
+    with pytest.raises(ValueError) as raised:
+        make_trainer(max_epochs=1).fit(TinyModel(), datamodule=dm)
+    message = str(raised.value)
+    for fragment in (
+        "num_mini_batches=2",
+        "accumulate_grad_batches=1",
+        "Trainer(accumulate_grad_batches=2)",
+        "trainer.accumulate_grad_batches: 2",
+    ):
+        assert fragment in message, fragment
+    assert wait_for_no_children() == {}
+
+    recorder = BatchRecorder()
+    trainer = make_trainer(max_epochs=1, accumulate_grad_batches=2, callbacks=[recorder])
+    trainer.fit(TinyModel(), datamodule=dm)
+    assert [len(step) for step in recorder.train] == [4, 4, 4, 4]  # 2 batches of 8 = 4 steps of 4
+    assert trainer.global_step == 2  # one optimizer step per crumpets batch
+    assert wait_for_no_children() == {}
+
+
+class _RandomizedModel(TinyModel):
+    def __init__(self) -> None:
+        super().__init__()
+        from crumpets_lightning.modules.randomizer import Randomizer
+
+        self.randomizer = Randomizer()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.randomizer(batch) if self.training else batch
+
+
+def test_gpu_augmentation_without_a_randomizer_on_the_model_is_an_error_when_the_fit_starts() -> None:
+    dm = make_datamodule(make_samples(8), gpu_augmentation=True)
+    with pytest.raises(ValueError) as raised:
+        make_trainer(max_epochs=1).fit(TinyModel(), datamodule=dm)
+    message = str(raised.value)
+    for fragment in ("gpu_augmentation=True", "TinyModel has no `randomizer`", "randomizer=Randomizer()"):
+        assert fragment in message, fragment
+    assert "model.init_args.randomizer" in message and "gpu_augmentation=False" in message
+    assert wait_for_no_children() == {}
+
+    recorder = BatchRecorder()
+    make_trainer(max_epochs=1, callbacks=[recorder]).fit(_RandomizedModel(), datamodule=dm)
+    assert len(recorder.train) == 2
+    # validating or testing needs no randomizer
+    make_trainer().validate(TinyModel(), datamodule=make_datamodule(val=make_samples(4), gpu_augmentation=True))
+    assert wait_for_no_children() == {}
 
 
 def test_gpu_augmentation_leaves_pixel_ops_to_the_randomizer_but_records_them() -> None:
