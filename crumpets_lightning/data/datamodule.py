@@ -322,13 +322,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         self.val_params = _check_val_params(val_params)
         self.seed = _check_int("seed", seed, 0, "an int >= 0 (the same seed gives the same batches)")
         self.shuffle = _check_bool("shuffle", shuffle)
-        self.shuffle_window = (
-            None
-            if shuffle_window is None
-            else _check_int(
-                "shuffle_window", shuffle_window, 1, "a positive number of samples, or None to shuffle globally"
-            )
-        )
+        self.shuffle_window = _check_shuffle_window(shuffle_window, train)
         self.drop_last = _check_bool("drop_last", drop_last)
         if isinstance(shared_memory, bool):
             self.shared_memory: bool | int = shared_memory
@@ -501,7 +495,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         dataset = self.datasets["train"]
         samples = len(dataset)
         if samples == 0:
-            raise ValueError(f"The training source {_describe(self.sources['train'])} holds no samples")
+            raise ValueError(f"The `train` source ({_describe(self.sources['train'])}) holds no samples")
         per_rank = samples // self.world_size
         if self.drop_last and self.batch_size > per_rank:
             ranks = f" over {self.world_size} ranks" if self.world_size > 1 else ""
@@ -523,10 +517,8 @@ class CrumpetsDataModule(pl.LightningDataModule):
                     f"CrumpetsDataModule has no `{name}` source; pass {name}=<msgpack file, image folder or "
                     f"sequence of samples> (in YAML: data.{name})"
                 )
-            if name == "train" and self.shuffle_window is not None:
-                self.datasets[name] = open_source(source, shuffle_window=self.shuffle_window)
-            else:
-                self.datasets[name] = open_source(source)
+            window = self.shuffle_window if name == "train" else None
+            self.datasets[name] = open_source(source, shuffle_window=window)
         return self.datasets[name]
 
     def _overfitting(self) -> bool:
@@ -713,7 +705,7 @@ def _check_val_params(val_params: Any) -> dict[str, Any] | None:
 
 
 def _is_path_source(source: Any) -> bool:
-    """A path, or a non-empty list of paths (shards); not a sequence of samples."""
+    """A path, glob or URL, or a non-empty list of them (shards); not a sequence of samples."""
     if isinstance(source, (str, os.PathLike)):
         return True
     return (
@@ -724,23 +716,42 @@ def _is_path_source(source: Any) -> bool:
 
 
 def _check_source(name: str, source: Any) -> None:
+    """Check a source at construction (files recognised by content), naming the argument in any error."""
     if source is None:
         return
-    if _is_path_source(source):
-        from crumpets_lightning.data.sources import check_source
-
-        check_source(source)
-        return
-    if isinstance(source, (bytes, bytearray)) or not (
-        isinstance(source, Sequence) or (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
+    if not _is_path_source(source) and (
+        isinstance(source, (bytes, bytearray)) or not (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
     ):
         raise TypeError(
-            f"Expected argument `{name}` to be a path (msgpack file, image folder, shard list or URL) or a "
-            f"random-access sequence of samples but got {type(source).__name__}"
+            f"Expected argument `{name}` to be a path (msgpack file, image folder, glob or list of shards, URL) or "
+            f"a random-access sequence of samples but got {type(source).__name__}"
         )
+    from crumpets_lightning.data.sources import check_source
+
+    try:
+        check_source(source)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        raise type(error)(f"Argument `{name}`: {error}") from error
+
+
+def _check_shuffle_window(shuffle_window: Any, train: Any) -> int | None:
+    if shuffle_window is None:
+        return None
+    window = _check_int(
+        "shuffle_window", shuffle_window, 1, "a positive number of samples, or None to shuffle globally"
+    )
+    if not _is_path_source(train) or (isinstance(train, (str, os.PathLike)) and os.path.isdir(train)):
+        raise ValueError(
+            f"Argument `shuffle_window` ({window}) applies to a `train` source of msgpack files (a file, a glob or a "
+            f"list of shards), but `train` is {_describe(train)}; drop shuffle_window to shuffle globally"
+        )
+    return window
 
 
 def _describe(source: Any) -> str:
     if isinstance(source, (str, os.PathLike)):
-        return repr(str(source))
-    return f"({type(source).__name__} of samples)"
+        kind = "the image folder" if os.path.isdir(source) else "the file"
+        return f"{kind} {str(source)!r}"
+    if source is None:
+        return "not given"
+    return f"a {type(source).__name__} of samples"

@@ -521,3 +521,33 @@ def test_len_counts_the_mini_batches_of_a_short_last_batch(samples: int, world_s
             assert sum(len(s) for s in steps) == per_rank  # nothing dropped, the last rank padded
     finally:
         dm.teardown("fit")
+
+
+def test_shuffle_window_reaches_the_training_shards_and_their_order(tmp_path: Path) -> None:
+    from crumpets_lightning.data.sources import WindowShuffledShards
+
+    samples = make_samples(24)
+    shards = []
+    for start in range(0, 24, 6):
+        shards.append(str(tmp_path / f"train-{start // 6}.msgpack"))
+        write_msgpack(samples[start : start + 6], shards[-1])
+    dm = make_datamodule(shards, shards[:1], shuffle_window=4, batch_size=4, seed=9)
+    dm.setup("fit")
+    try:
+        train = dm.datasets["train"]
+        assert isinstance(train, WindowShuffledShards) and train.shuffle_window == 4
+        assert not isinstance(dm.datasets["val"], WindowShuffledShards)  # evaluation is never shuffled
+        order = train.shuffled_order(9, 0).tolist()
+        assert flat(dm.train_dataloader()) == order  # the epoch follows the shards' window order (C8)
+    finally:
+        dm.teardown("fit")
+
+
+def test_shuffle_window_needs_a_training_source_of_msgpack_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as raised:
+        make_datamodule(make_samples(8), shuffle_window=4)
+    assert "`shuffle_window` (4)" in str(raised.value) and "a list of samples" in str(raised.value)
+    assert "drop shuffle_window" in str(raised.value)
+    (tmp_path / "folder" / "cls").mkdir(parents=True)
+    with pytest.raises(ValueError, match="the image folder"):
+        make_datamodule(str(tmp_path / "folder"), shuffle_window=4)
