@@ -551,3 +551,26 @@ def test_shuffle_window_needs_a_training_source_of_msgpack_files(tmp_path: Path)
     (tmp_path / "folder" / "cls").mkdir(parents=True)
     with pytest.raises(ValueError, match="the image folder"):
         make_datamodule(str(tmp_path / "folder"), shuffle_window=4)
+
+
+def test_every_argument_has_an_args_line_and_a_type_lightning_cli_can_read() -> None:
+    import inspect
+
+    import docstring_parser
+
+    documented = {param.arg_name for param in docstring_parser.parse(CrumpetsDataModule.__doc__ or "").params}
+    signature = inspect.signature(CrumpetsDataModule.__init__)
+    arguments = [name for name in signature.parameters if name != "self"]
+    assert set(arguments) == documented
+    assert all(signature.parameters[name].annotation is not inspect.Parameter.empty for name in arguments)
+
+
+@pytest.mark.gpu
+def test_pin_memory_hands_out_pinned_batches_with_cuda() -> None:
+    dm = make_datamodule(make_samples(8), pin_memory=True)
+    dm.setup("fit")
+    try:
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["image"].is_pinned() and batch["label"].is_pinned()
+    finally:
+        dm.teardown("fit")
