@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
-from crumpets_lightning.modules.randomizer import randomize_batch
+from crumpets_lightning.data.augment.batched import randomize_batch
 
 _COL = {name: i for i, name in enumerate(AUGMENTATION_FIELDS)}
 
