@@ -1,4 +1,7 @@
-"""``CrumpetsDataModule``: the crumpets loader as a ``LightningDataModule``, and the per-step loader it returns.
+"""``CrumpetsDataModule``: the crumpets loader as a ``LightningDataModule``.
+
+Each ``*_dataloader()`` returns a :class:`~crumpets_lightning.data.loader.steps.StepLoader`: one batch dict
+per Lightning step, straight from the loader's epoch plan (``len()`` comes from the plan).
 
 The DataModule follows the rules Lightning imposes on custom loaders (SPEC section 3):
 
@@ -7,7 +10,8 @@ The DataModule follows the rules Lightning imposes on custom loaders (SPEC secti
 * every ``iter()`` of a loader is a full epoch of exactly ``len()`` steps, also after an abandoned iterator
   (sanity check, ``limit_*_batches``, early stopping);
 * shards come from ``trainer.global_rank`` / ``trainer.world_size`` read in ``setup()``; every rank gets the
-  same number of steps; evaluation loaders pad the last rank's shard with repeats instead of dropping;
+  same number of steps; evaluation loaders pad shards with repeats instead of dropping, marked
+  ``batch["padding"]`` so that the model can leave them out (exact evaluation under DDP);
 * the training loader is stateful: Lightning stores its ``state_dict()`` in checkpoints and resuming
   mid-epoch continues with exactly the batches an uninterrupted run would have produced. Lightning's
   fetcher only prefetches a batch ahead for loaders *without* ``len()``; ours have one, so when a
@@ -20,156 +24,27 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterator, Mapping, Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import SequentialSampler
 from typing_extensions import override
 
 from crumpets_lightning.data.augment.rng import RNG
+from crumpets_lightning.data.loader.steps import StepLoader
 from crumpets_lightning.data.workers.base import Worker
 
-if TYPE_CHECKING:
-    from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
-
-__all__ = ["CrumpetsDataModule", "MiniBatchLoader"]
+__all__ = ["CrumpetsDataModule"]
 
 #: A data source: a path (msgpack file or image folder) or a random-access sequence of samples.
 Source = str | Path | Sequence[Any]
 
 _STAGES = ("train", "val", "test", "predict")
 _STAGE_SOURCES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
-
-
-class MiniBatchLoader:
-    """What each ``*_dataloader()`` of :class:`CrumpetsDataModule` returns: one batch dict per Lightning step.
-
-    Wraps a :class:`~crumpets_lightning.data.loader.torch_loader.TorchTurboDataLoader` and flattens its crumpets
-    mini-batches into consecutive steps, so a crumpets batch of ``batch_size`` samples split into
-    ``num_mini_batches`` mini-batches becomes ``num_mini_batches`` steps (use gradient accumulation over
-    ``num_mini_batches`` steps for one optimizer step per crumpets batch; ``CrumpetsModule`` sets it up).
-
-    Each step yields a ``dict``: ``"image"`` (uint8 ``[B, C, H, W]``), ``"label"`` (``[B, 1]``),
-    ``"augmentation"`` (float32 ``[B, 8]``) and whatever else the worker writes, as CPU tensors viewing
-    shared memory (no copy); per-sample lists the worker appends stay lists.
-
-    ``iter()`` starts nothing; the loader's processes start at the first ``next()``. Every ``iter()`` is a
-    new epoch of exactly ``len()`` steps, also after an abandoned iterator. ``state_dict()`` /
-    ``load_state_dict()`` let Lightning store the position in checkpoints and resume mid-epoch, also in the
-    middle of a crumpets batch.
-
-    Args:
-        loader: the crumpets loader to wrap (not started).
-        steps_per_epoch: the number of steps each epoch yields (``len()``).
-        pin_memory: copy each batch's tensors into pinned (page-locked) host memory, which makes
-            Lightning's non-blocking copies to a GPU faster (costs one copy on the CPU).
-    """
-
-    #: Lightning looks for a batch sampler next to ``sampler``; this loader has none.
-    batch_sampler: None = None
-
-    def __init__(self, loader: TorchTurboDataLoader, steps_per_epoch: int, pin_memory: bool = False) -> None:
-        self.loader = loader
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.pin_memory = bool(pin_memory)
-        self.num_mini_batches = int(loader.num_mini_batches)
-        # Position inside the current crumpets batch: mini-batches of it already yielded, and the loader
-        # state from before it was fetched (needed to save a checkpoint taken in the middle of a batch).
-        self._mini_batches_done = 0
-        self._state_before_batch: dict[str, Any] | None = None
-        self._resume_skip = 0
-
-    @property
-    def dataset(self) -> Any:
-        """The source (Lightning's Tuner reads its ``len()``)."""
-        return self.loader.iterable
-
-    @property
-    def batch_size(self) -> int:
-        """Rows per full step."""
-        return self.loader.batch_size // self.num_mini_batches
-
-    @property
-    def sampler(self) -> Any:
-        """An object with ``set_epoch(epoch)`` (Lightning calls it at the start of every training epoch)."""
-        if not self.loader.shuffle:
-            return _SequentialEpochSampler(self.loader.iterable, self.loader.sampler)
-        return self.loader.sampler
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._epoch()
-
-    def _epoch(self) -> Iterator[dict[str, Any]]:
-        # A generator: nothing below runs until the first next(), so iter() starts no work.
-        skip, self._resume_skip = self._resume_skip, 0
-        track = self.num_mini_batches > 1
-        self._mini_batches_done = 0
-        self._state_before_batch = None
-        batches = iter(self.loader)
-        while True:
-            state = self.loader.state_dict() if track else None
-            try:
-                _, mini_batches = next(batches)
-            except StopIteration:
-                return
-            self._state_before_batch = state
-            self._mini_batches_done = skip
-            for mini_batch in mini_batches[skip:]:
-                self._mini_batches_done += 1
-                yield _pinned(mini_batch) if self.pin_memory else mini_batch
-            skip = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """The position in the current epoch, for checkpoints.
-
-        Returns:
-            ``{"loader": <TurboDataLoader state>, "mini_batch": <mini-batches of the current batch done>}``.
-        """
-        if self._resume_skip:  # loaded but not iterated yet: the pending resume point
-            return {"loader": self.loader.state_dict(), "mini_batch": self._resume_skip}
-        if 0 < self._mini_batches_done < self.num_mini_batches and self._state_before_batch is not None:
-            return {"loader": dict(self._state_before_batch), "mini_batch": self._mini_batches_done}
-        return {"loader": self.loader.state_dict(), "mini_batch": 0}
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`: the next ``iter()`` yields only the rest of that epoch.
-
-        Args:
-            state_dict: a dict returned by :meth:`state_dict`.
-
-        Raises:
-            ValueError: if ``state_dict`` was not made by this class or does not match this loader.
-        """
-        if not isinstance(state_dict, Mapping) or "loader" not in state_dict:
-            raise ValueError(
-                f"Expected a state dict of MiniBatchLoader with keys 'loader' and 'mini_batch' but got "
-                f"{state_dict!r}; was the checkpoint written with a different data loader?"
-            )
-        skip = int(state_dict.get("mini_batch", 0))
-        if not 0 <= skip < self.num_mini_batches:
-            raise ValueError(
-                f"The checkpoint is {skip} mini-batches into a batch but this loader has num_mini_batches="
-                f"{self.num_mini_batches}; resume with the num_mini_batches the checkpoint was written with"
-            )
-        self.loader.load_state_dict(dict(state_dict["loader"]))
-        self._resume_skip = skip
-        self._mini_batches_done = 0
-        self._state_before_batch = None
-
-    def stop(self) -> None:
-        """Stop the loader's processes and free its shared memory (idempotent; it restarts when iterated)."""
-        self.loader.stop()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(steps_per_epoch={self.steps_per_epoch}, loader={self.loader!r})"
 
 
 class _SequentialEpochSampler(SequentialSampler):
@@ -188,11 +63,17 @@ class _SequentialEpochSampler(SequentialSampler):
         self._sampler.set_epoch(epoch)
 
 
-def _pinned(batch: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
+class _InOrderStepLoader(StepLoader):
+    """A :class:`StepLoader` whose loader does not shuffle; its ``sampler`` is a ``SequentialSampler``."""
+
+    @property
+    @override
+    def sampler(self) -> Any:
+        """A ``SequentialSampler`` over the source with ``set_epoch`` (forwarded to the loader)."""
+        return _SequentialEpochSampler(self.dataset, self.loader.sampler)
 
 
-def _stop_loaders(loaders: dict[str, MiniBatchLoader]) -> None:
+def _stop_loaders(loaders: dict[str, StepLoader]) -> None:
     for loader in list(loaders.values()):
         loader.stop()
 
@@ -337,7 +218,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         self.pin_memory = _check_bool("pin_memory", pin_memory)
         self.gpu_augmentation = _check_bool("gpu_augmentation", gpu_augmentation)
         self.skip_bad_samples = _check_bool("skip_bad_samples", skip_bad_samples)
-        self._loaders: dict[str, MiniBatchLoader] = {}
+        self._loaders: dict[str, StepLoader] = {}
         self._loader_settings: dict[str, tuple[Any, ...]] = {}
         self._finalizer: weakref.finalize | None = None
 
@@ -422,7 +303,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
             self._check_batch_fits()
 
     @override
-    def train_dataloader(self) -> MiniBatchLoader:
+    def train_dataloader(self) -> StepLoader:
         """The training loader (shuffled from ``seed``, random augmentation, this rank's shard).
 
         Under ``Trainer(overfit_batches=...)`` it neither shuffles nor augments (evaluation parameters), so
@@ -431,7 +312,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         return self._loader("train")
 
     @override
-    def val_dataloader(self) -> MiniBatchLoader | list[Any]:
+    def val_dataloader(self) -> StepLoader | list[Any]:
         """The validation loader (fixed order, no random augmentation, no sample dropped).
 
         Without a ``val`` source this is an empty list, which tells Lightning to skip validation.
@@ -441,12 +322,12 @@ class CrumpetsDataModule(pl.LightningDataModule):
         return self._loader("val")
 
     @override
-    def test_dataloader(self) -> MiniBatchLoader:
+    def test_dataloader(self) -> StepLoader:
         """The test loader (fixed order, no random augmentation, no sample dropped)."""
         return self._loader("test")
 
     @override
-    def predict_dataloader(self) -> MiniBatchLoader:
+    def predict_dataloader(self) -> StepLoader:
         """The predict loader (fixed order, no random augmentation, no sample dropped)."""
         return self._loader("predict")
 
@@ -591,7 +472,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
             overfit,
         )
 
-    def _loader(self, name: str) -> MiniBatchLoader:
+    def _loader(self, name: str) -> StepLoader:
         overfit = name == "train" and self._overfitting()
         dataset = self._open(name)
         settings = self._settings(name, overfit)
@@ -621,25 +502,14 @@ class CrumpetsDataModule(pl.LightningDataModule):
             name=f"{name}-rank{self.rank}",
             device="cpu",
         )
-        steps = self._steps_per_epoch(loader, len(dataset), training)
-        wrapped = MiniBatchLoader(loader, steps, pin_memory=self.pin_memory and torch.cuda.is_available())
+        in_order = not loader.shuffle
+        wrapped = (_InOrderStepLoader if in_order else StepLoader)(loader, pin_memory=self.pin_memory)
         self._loaders[name] = wrapped
         self._loader_settings[name] = settings
         if self._finalizer is None:
             # Last resort at interpreter exit (or when the DataModule is collected) if nobody stopped them.
             self._finalizer = weakref.finalize(self, _stop_loaders, self._loaders)
         return wrapped
-
-    def _steps_per_epoch(self, loader: TorchTurboDataLoader, num_samples: int, training: bool) -> int:
-        batches = len(loader)
-        mini_batches = loader.num_mini_batches
-        if mini_batches == 1 or (training and self.drop_last):
-            return batches * mini_batches
-        # The last, short batch yields only its non-empty mini-batches.
-        per_rank = -(-num_samples // self.world_size)
-        last_rows = per_rank - (batches - 1) * loader.batch_size
-        mini_size = loader.batch_size // mini_batches
-        return (batches - 1) * mini_batches + -(-last_rows // mini_size)
 
     def _stop_all(self) -> None:
         _stop_loaders(self._loaders)

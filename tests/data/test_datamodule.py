@@ -20,7 +20,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from crumpets_lightning.data.augment.rng import NoRNG
-from crumpets_lightning.data.datamodule import CrumpetsDataModule, MiniBatchLoader
+from crumpets_lightning.data.datamodule import CrumpetsDataModule
+from crumpets_lightning.data.loader.steps import StepLoader
 from crumpets_lightning.data.sources.datasets import write_msgpack
 from crumpets_lightning.data.workers.base import BufferWorker
 from tests.conftest import descendants
@@ -155,7 +156,7 @@ def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
     dm.setup("fit")
     try:
         train = dm.train_dataloader()
-        assert isinstance(train, MiniBatchLoader)
+        assert isinstance(train, StepLoader)
         assert train.batch_sampler is None and callable(train.sampler.set_epoch)
         batches = list(train)
         assert len(batches) == len(train) == 2  # 10 samples, batch 4, drop_last
@@ -168,7 +169,7 @@ def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
         assert seen != sorted(seen)  # shuffled
 
         val = dm.val_dataloader()
-        assert isinstance(val, MiniBatchLoader)
+        assert isinstance(val, StepLoader)
         val_batches = list(val)
         assert len(val_batches) == len(val) == 3  # nothing dropped: 4 + 4 + 2
         assert flat(val_batches) == list(range(10))  # in order
