@@ -69,20 +69,16 @@ class PredictionWriter(Callback):
         (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
 
-def test_two_ranks_validate_and_test_99_samples_exactly_as_one_process() -> None:
+@pytest.mark.parametrize("stage", ["val", "test"])
+def test_two_ranks_score_99_samples_exactly_as_one_process(stage: str) -> None:
     samples = labelled_samples()
     model = make_model()
-    (single_val,) = make_trainer().validate(model, datamodule=make_datamodule(val=samples, batch_size=8), verbose=False)
-    (single_test,) = make_trainer().test(model, datamodule=make_datamodule(test=samples, batch_size=8), verbose=False)
-    assert single_test == {name.replace("val/", "test/"): value for name, value in single_val.items()}
-
-    ddp = make_trainer(devices=2, strategy="ddp_spawn")
-    (ddp_val,) = ddp.validate(model, datamodule=make_datamodule(val=samples, batch_size=8), verbose=False)
-    assert ddp_val["val/accuracy"] == single_val["val/accuracy"]  # counts: exactly equal
-    assert ddp_val["val/loss"] == pytest.approx(single_val["val/loss"], rel=1e-6, abs=0)  # float sums in another order
-    (ddp_test,) = ddp.test(model, datamodule=make_datamodule(test=samples, batch_size=8), verbose=False)
-    assert ddp_test["test/accuracy"] == single_test["test/accuracy"]
-    assert ddp_test["test/loss"] == pytest.approx(single_test["test/loss"], rel=1e-6, abs=0)
+    run = {"val": pl.Trainer.validate, "test": pl.Trainer.test}[stage]
+    (single,) = run(make_trainer(), model, datamodule=make_datamodule(**{stage: samples}, batch_size=8), verbose=False)
+    ddp_trainer = make_trainer(devices=2, strategy="ddp_spawn")
+    (ddp,) = run(ddp_trainer, model, datamodule=make_datamodule(**{stage: samples}, batch_size=8), verbose=False)
+    assert ddp[f"{stage}/accuracy"] == single[f"{stage}/accuracy"]  # counts: exactly equal
+    assert ddp[f"{stage}/loss"] == pytest.approx(single[f"{stage}/loss"], rel=1e-6, abs=0)  # sums in another order
 
     # The check is sharp: scoring the repeated sample twice (100 rows) moves the loss far beyond the tolerance.
     with torch.no_grad():
@@ -94,10 +90,10 @@ def test_two_ranks_validate_and_test_99_samples_exactly_as_one_process() -> None
         finally:
             dm.teardown("validate")
         losses = nn.functional.cross_entropy(logits, batch["label"].reshape(-1), reduction="none")
-    assert float(losses.mean()) == pytest.approx(single_val["val/loss"], rel=1e-5)
+    assert float(losses.mean()) == pytest.approx(single[f"{stage}/loss"], rel=1e-5)
     for repeated in (0, SAMPLES - 1):  # whichever sample the plan repeats
         counted_twice = float((losses.sum() + losses[repeated]) / (SAMPLES + 1))
-        assert abs(counted_twice - single_val["val/loss"]) > 1e-4 * abs(single_val["val/loss"])
+        assert abs(counted_twice - single[f"{stage}/loss"]) > 1e-4 * abs(single[f"{stage}/loss"])
 
 
 def test_two_ranks_predict_every_sample_exactly_once(tmp_path: Path) -> None:
