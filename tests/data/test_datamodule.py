@@ -575,3 +575,32 @@ def test_pin_memory_hands_out_pinned_batches_with_cuda() -> None:
         assert batch["image"].is_pinned() and batch["label"].is_pinned()
     finally:
         dm.teardown("fit")
+
+
+def test_a_checkpoint_in_the_middle_of_a_crumpets_batch_resumes_at_the_next_step() -> None:
+    samples = make_samples(24)
+    kwargs = {"batch_size": 8, "num_mini_batches": 4, "seed": 2}
+    reference, interrupted, resumed = (make_datamodule(samples, **kwargs) for _ in range(3))
+    for dm in (reference, interrupted, resumed):
+        dm.setup("fit")
+    try:
+        expected = [labels_of(b) for b in reference.train_dataloader()]
+        assert len(expected) == 12 and all(len(step) == 2 for step in expected)
+        loader = interrupted.train_dataloader()
+        iterator = iter(loader)
+        got = [labels_of(next(iterator)) for _ in range(6)]  # one and a half crumpets batches
+        state = loader.state_dict()
+        resumed_loader = resumed.train_dataloader()
+        resumed_loader.load_state_dict(state)
+        assert resumed_loader.state_dict() == state  # a checkpoint right after loading keeps the point
+        iterator = iter(resumed_loader)
+        got.append(labels_of(next(iterator)))  # interrupted again, three quarters into the batch
+        resumed_loader.load_state_dict(resumed_loader.state_dict())
+        rest = [labels_of(b) for b in resumed_loader]
+        assert got + rest == expected
+        assert len(list(resumed_loader)) == 12  # the epoch after is a full one again
+        with pytest.raises(ValueError, match="not a loader state"):
+            resumed_loader.load_state_dict({"epoch": 0})
+    finally:
+        for dm in (reference, interrupted, resumed):
+            dm.teardown("fit")
