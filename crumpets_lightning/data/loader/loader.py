@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import secrets
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -334,8 +335,6 @@ class TurboDataLoader:
         """
         epoch = check_int("epoch", epoch, 0)
         if self._resume is not None and self._resume[0] != epoch:
-            import warnings
-
             warnings.warn(
                 f"{self.name}: set_epoch({epoch}) while resuming epoch {self._resume[0]} from a saved state; "
                 "the saved epoch is continued first",
@@ -427,7 +426,7 @@ class TurboDataLoader:
             "version": _STATE_VERSION,
             "epoch": epoch,
             "steps_done": steps,
-            "batches_done": steps // self.num_mini_batches,
+            "batches_done": self.plan.batches_done(steps),
             "iteration": self._iteration,
             "seed": self.seed,
             "samples": self._length,
@@ -449,11 +448,14 @@ class TurboDataLoader:
             ValueError: not a loader state, or one from a loader with a different seed, sample count, batch
                 size, num_mini_batches, world size, shuffle or drop_last setting.
         """
-        if not isinstance(state_dict, Mapping):
-            raise ValueError(f"{self.name}: expected a loader state dict but got {type(state_dict).__name__}")
-        missing = {"epoch", "batches_done", "iteration", "seed"} - set(state_dict)
+        missing = {"epoch", "batches_done", "iteration", "seed"} - set(
+            state_dict if isinstance(state_dict, Mapping) else ()
+        )
         if missing:
-            raise ValueError(f"{self.name}: not a loader state, missing {sorted(missing)}")
+            raise ValueError(
+                f"{self.name}: not a loader state (missing {sorted(missing)}) but {state_dict!r}; was the checkpoint "
+                "written with a different data loader?"
+            )
         if state_dict["seed"] != self.seed and self._seed_given:
             raise ValueError(
                 f"{self.name}: the saved state was made with seed {state_dict['seed']} but this loader has seed "

@@ -38,6 +38,14 @@ def _is_glob(path: str) -> bool:
     return not _GLOB_CHARACTERS.isdisjoint(path)
 
 
+def _is_url_glob(url: str) -> bool:
+    """True for a URL with glob characters in its path (an http(s) query string, as in signed URLs, is no glob)."""
+    protocol, rest = url.split("://", 1)
+    if protocol.split("::")[-1] in ("http", "https"):
+        rest = rest.split("?", 1)[0]
+    return _is_glob(rest)
+
+
 def _check_msgpack_file(path: str, role: str = "Data source") -> None:
     """Raise unless the local file ``path`` is empty or starts with a msgpack map."""
     try:
@@ -177,7 +185,7 @@ def open_source(
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if is_url(path):
-            shards = expand_shards(path, storage_options) if _is_glob(path.split("://", 1)[1]) else [path]
+            shards = expand_shards(path, storage_options) if _is_url_glob(path) else [path]
         elif os.path.isdir(path):
             if shuffle_window is not None:
                 raise ValueError(

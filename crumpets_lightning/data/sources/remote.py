@@ -123,10 +123,35 @@ class RemoteFile:
             )
         return bytes(data)
 
+    def read_many(self, spans: list[tuple[int, int]]) -> list[bytes]:
+        """Several byte ranges ``[start, stop)``, fetched concurrently (one request each, in flight together).
+
+        Raises:
+            OSError: a range came back with a different number of bytes (the server ignores range requests).
+        """
+        if not spans:
+            return []
+        starts, stops = [start for start, _ in spans], [stop for _, stop in spans]
+        parts = self._filesystem().cat_ranges([self._path] * len(spans), starts, stops, on_error="raise")
+        for (start, stop), data in zip(spans, parts):
+            if len(data) != stop - start:
+                raise OSError(
+                    f"{self.url!r}: asked for bytes {start}-{stop} and got {len(data)} bytes; the server must "
+                    "support HTTP range requests"
+                )
+        return [bytes(data) for data in parts]
+
     def read_sidecar(self, suffix: str) -> bytes | None:
-        """The whole file ``<url><suffix>`` (an index beside the data), or None when there is none."""
+        """The whole file ``<url><suffix>`` (an index beside the data), or None when there is none.
+
+        An http(s) query string stays at the end (``x.msgpack?v=2`` -> ``x.msgpack.offsets?v=2``).
+        """
+        path, query = self._path, ""
+        if self.url.split("://", 1)[0].split("::")[-1] in ("http", "https") and "?" in path:
+            path, query = path.split("?", 1)
+            query = "?" + query
         try:
-            return bytes(self._filesystem().cat_file(self._path + suffix))
+            return bytes(self._filesystem().cat_file(path + suffix + query))
         except (FileNotFoundError, OSError):
             return None
 

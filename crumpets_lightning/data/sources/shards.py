@@ -142,6 +142,22 @@ class ShardedDataset(Sequence[bytes]):
         shard, local = self.locate(index)
         return self.shards[shard][local]
 
+    def read_many(self, indices: Sequence[int]) -> list[bytes]:
+        """The packed bytes of several samples, each shard's share fetched with one ``read_many`` (see there).
+
+        Raises:
+            IndexError: an index is out of range.
+        """
+        by_shard: dict[int, list[tuple[int, int]]] = {}
+        for k, index in enumerate(indices):
+            shard, local = self.locate(index)
+            by_shard.setdefault(shard, []).append((k, local))
+        out: list[bytes] = [b""] * len(indices)
+        for shard, wanted in by_shard.items():
+            for (k, _), data in zip(wanted, self.shards[shard].read_many([local for _, local in wanted])):
+                out[k] = data
+        return out
+
     def sample_key(self, index: int) -> object:
         """The sample's key from its shard's ``.keys`` sidecar, else ``"<shard file>#<index in shard>"``."""
         shard, local = self.locate(index)
