@@ -385,17 +385,6 @@ def test_num_mini_batches_needs_the_trainer_to_accumulate_as_many_steps() -> Non
     assert wait_for_no_children() == {}
 
 
-class _RandomizedModel(TinyModel):
-    def __init__(self) -> None:
-        super().__init__()
-        from crumpets_lightning.modules.randomizer import Randomizer
-
-        self.randomizer = Randomizer()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.randomizer(batch) if self.training else batch
-
-
 def test_gpu_augmentation_without_a_randomizer_on_the_model_is_an_error_when_the_fit_starts() -> None:
     dm = make_datamodule(make_samples(8), gpu_augmentation=True)
     with pytest.raises(ValueError) as raised:
@@ -406,8 +395,12 @@ def test_gpu_augmentation_without_a_randomizer_on_the_model_is_an_error_when_the
     assert "model.init_args.randomizer" in message and "gpu_augmentation=False" in message
     assert wait_for_no_children() == {}
 
+    from crumpets_lightning.modules import CrossEntropyLoss, CrumpetsModule, Randomizer
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 8))
+    model = CrumpetsModule(net, loss=CrossEntropyLoss(), randomizer=Randomizer())
     recorder = BatchRecorder()
-    make_trainer(max_epochs=1, callbacks=[recorder]).fit(_RandomizedModel(), datamodule=dm)
+    make_trainer(max_epochs=1, callbacks=[recorder]).fit(model, datamodule=dm)
     assert len(recorder.train) == 2
     # validating or testing needs no randomizer
     make_trainer().validate(TinyModel(), datamodule=make_datamodule(val=make_samples(4), gpu_augmentation=True))
