@@ -119,6 +119,11 @@ def test_overfit_batches_trains_on_the_same_unaugmented_pixels_every_epoch() -> 
     assert wait_for_no_children() == {}
 
 
+class _GrowBatchAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        trainer.datamodule.batch_size = 6  # type: ignore[attr-defined]
+
+
 def test_reload_dataloaders_every_epoch_gives_full_reshuffled_epochs_and_leaks_nothing() -> None:
     recorder = PixelRecorder()
     dm = make_datamodule(make_samples(12), make_samples(4, seed=1))
@@ -128,6 +133,15 @@ def test_reload_dataloaders_every_epoch_gives_full_reshuffled_epochs_and_leaks_n
     assert [len(epoch) for epoch in epochs] == [3, 3, 3]
     assert all(sorted(flat(epoch)) == list(range(12)) for epoch in epochs)
     assert len({tuple(flat(epoch)) for epoch in epochs}) == 3  # a new order every epoch
+    assert wait_for_no_children() == {}
+
+    # a setting changed between epochs takes effect at the next reload
+    recorder = PixelRecorder()
+    trainer = make_trainer(
+        max_epochs=3, reload_dataloaders_every_n_epochs=1, callbacks=[recorder, _GrowBatchAfterFirstEpoch()]
+    )
+    trainer.fit(TinyModel(), datamodule=make_datamodule(make_samples(12), batch_size=4))
+    assert [[len(labels) for _, labels in epoch] for epoch in recorder.epochs] == [[4, 4, 4], [6, 6], [6, 6]]
     assert wait_for_no_children() == {}
 
 
