@@ -233,3 +233,24 @@ def test_overfit_batches_with_a_custom_image_worker_turns_its_random_augmentatio
     (first,), (second,) = recorder.epochs
     assert first[1] == second[1] == [0, 1, 2, 3]
     assert torch.equal(first[0], second[0])
+
+
+def test_scale_batch_size_then_fit_with_a_crumpets_module_and_a_per_step_policy(tmp_path: Path) -> None:
+    from functools import partial
+
+    from torch import nn
+
+    from crumpets_lightning.modules import CrossEntropyLoss, CrumpetsModule, PolyPolicy
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 40))
+    model = CrumpetsModule(net, loss=CrossEntropyLoss(), scheduler=partial(PolyPolicy, power=1.0))
+    dm = make_datamodule(make_samples(40), batch_size=2)
+    suggestion = Tuner(make_trainer(max_epochs=2, default_root_dir=tmp_path)).scale_batch_size(
+        model, datamodule=dm, mode="power", steps_per_trial=1
+    )
+    assert suggestion == dm.batch_size == 40
+    trainer = make_trainer(max_epochs=2, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)  # the policy is sized from 1 step per epoch, not 0
+    assert trainer.global_step == 2
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert wait_for_no_children() == {}
