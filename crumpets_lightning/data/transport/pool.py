@@ -69,14 +69,23 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
-def _set_parent_death_signal() -> None:
+def _load_prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+# Resolved here, in the parent: a child forked while another thread of a busy parent (a DDP rank, say) held
+# the dynamic loader's lock would block forever in dlopen() if it looked prctl up itself.
+_PRCTL = _load_prctl()
+
+
+def _set_parent_death_signal() -> None:
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class _WorkerLoop:
