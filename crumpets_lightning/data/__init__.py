@@ -2,7 +2,75 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crumpets_lightning._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
+    from crumpets_lightning.data.augment.augmentation import (
+        calc_scale_ratio,
+        decode_image,
+        make_transform,
+        randomize_image,
+        rotate_and_resize,
+    )
+    from crumpets_lightning.data.augment.pixel_ops import (
+        add_blur,
+        add_gamma,
+        add_noise_other,
+        add_noise_rgb,
+        apply_pixel_ops,
+    )
+    from crumpets_lightning.data.augment.presets import (
+        AUGMENTATION_TRAIN,
+        INPUT_PARAMS_VAL,
+        NO_AUGMENTATION,
+        no_augmentation,
+    )
+    from crumpets_lightning.data.augment.record import (
+        AUGMENTATION_FIELDS,
+        NEUTRAL_AUGMENTATION,
+        augmentation_from_records,
+        augmentation_to_records,
+    )
+    from crumpets_lightning.data.augment.rng import (
+        RNG,
+        MixtureRNG,
+        NoRNG,
+        human2gamma,
+    )
+    from crumpets_lightning.data.datamodule import CrumpetsDataModule
+    from crumpets_lightning.data.errors import (
+        CrumpetsDataError,
+        SampleError,
+        WorkerDiedError,
+        WorkerError,
+    )
+    from crumpets_lightning.data.loader.loader import TurboDataLoader
+    from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
+    from crumpets_lightning.data.sources.datasets import (
+        ImageFolderDataset,
+        MsgpackDataset,
+        open_source,
+        write_msgpack,
+    )
+    from crumpets_lightning.data.transport.codec import (
+        pack_sample,
+        unpack_sample,
+    )
+    from crumpets_lightning.data.workers.base import (
+        BufferWorker,
+        Worker,
+        make_buffer_spec,
+        make_fill_value,
+    )
+    from crumpets_lightning.data.workers.image import (
+        ClassificationWorker,
+        FCNWorker,
+        ImageWorker,
+        SaliencyWorker,
+        SegmentationWorker,
+    )
 
 # public name -> submodule of this package that defines it
 _NAMES = {
@@ -59,8 +127,54 @@ _NAMES = {
     "WorkerDiedError": "errors",
 }
 
-__all__ = sorted(_NAMES)
-__getattr__ = lazy_getattr(__name__, _NAMES)
+__all__ = [  # a literal list (the keys of _NAMES, tested), so type checkers know what is exported
+    "AUGMENTATION_FIELDS",
+    "AUGMENTATION_TRAIN",
+    "INPUT_PARAMS_VAL",
+    "NEUTRAL_AUGMENTATION",
+    "NO_AUGMENTATION",
+    "RNG",
+    "BufferWorker",
+    "ClassificationWorker",
+    "CrumpetsDataError",
+    "CrumpetsDataModule",
+    "FCNWorker",
+    "ImageFolderDataset",
+    "ImageWorker",
+    "MixtureRNG",
+    "MsgpackDataset",
+    "NoRNG",
+    "SaliencyWorker",
+    "SampleError",
+    "SegmentationWorker",
+    "TorchTurboDataLoader",
+    "TurboDataLoader",
+    "Worker",
+    "WorkerDiedError",
+    "WorkerError",
+    "add_blur",
+    "add_gamma",
+    "add_noise_other",
+    "add_noise_rgb",
+    "apply_pixel_ops",
+    "augmentation_from_records",
+    "augmentation_to_records",
+    "calc_scale_ratio",
+    "decode_image",
+    "human2gamma",
+    "make_buffer_spec",
+    "make_fill_value",
+    "make_transform",
+    "no_augmentation",
+    "open_source",
+    "pack_sample",
+    "randomize_image",
+    "rotate_and_resize",
+    "unpack_sample",
+    "write_msgpack",
+]
+if not TYPE_CHECKING:  # type checkers see only the names imported above, so a typo is an error
+    __getattr__ = lazy_getattr(__name__, _NAMES)
 
 
 def __dir__() -> list[str]:
