@@ -6,6 +6,8 @@ source) and, for failures inside a worker process, carries that worker's formatt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = ["CrumpetsDataError", "SampleError", "WorkerDiedError", "WorkerError"]
 
 
@@ -63,4 +65,18 @@ class WorkerError(CrumpetsDataError):
 
 
 class WorkerDiedError(CrumpetsDataError):
-    """A worker process ended without being asked to (killed by a signal, out of memory, ``os._exit``)."""
+    """A worker process ended without being asked to (killed by a signal, out of memory, ``os._exit``).
+
+    Args:
+        message: which worker, how it ended, the samples it held and what to do.
+        keys: the keys (the source's ``sample_key``, else the index) of the samples the worker held when it
+            died: one of them may be the sample that killed it.
+    """
+
+    def __init__(self, message: str, keys: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.keys = list(keys)
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[object]]]:
+        return type(self), (self.message, self.keys)

@@ -365,7 +365,6 @@ def test_without_shared_memory_results_arrive_as_copies():
     b = run_epochs(1, seed=3)
     assert values_of(a) == values_of(b)
     np.testing.assert_array_equal(concat(a, "block"), concat(b, "block"))
-    assert a[0][0]["value"].flags.owndata or a[0][0]["value"].base is not None
 
 
 def test_repr_names_the_configuration():
@@ -411,3 +410,61 @@ def test_prepare_shared_defaults_to_doing_nothing():
     before = dict(vars(worker))
     assert Worker.prepare_shared(worker) is None
     assert vars(worker) == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"timeout": "x"}, ValueError, r"`timeout` to be a positive number of seconds but got 'x'"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
+        ({"seed": -1}, ValueError, r"`seed` to be an int in \[0, 9223372036854775808\) but got -1"),
+        ({"seed": 2**63}, ValueError, "seed"),
+        ({"seed": "1"}, TypeError, r"`seed` to be an int .* but got '1' \(str\)"),
+        ({"batch_size": 2.0}, TypeError, r"`batch_size` to be an int >= 1 but got 2.0"),
+        ({"nworkers": "4"}, TypeError, "nworkers"),
+        ({"num_mini_batches": 0}, ValueError, "num_mini_batches"),
+        ({"start_iteration": -1}, ValueError, "start_iteration"),
+        ({"shared_memory": "yes"}, TypeError, "shared_memory"),
+        ({"shuffle": "yes"}, TypeError, r"`shuffle` to be True or False but got 'yes'"),
+        ({"drop_last": 1}, TypeError, "drop_last"),
+        ({"skip_bad_samples": None}, TypeError, "skip_bad_samples"),
+        ({"world_size": 0}, ValueError, "world_size"),
+        ({"rank": -1}, ValueError, "rank"),
+        ({"name": 3}, TypeError, "name"),
+    ],
+)
+def test_every_argument_is_checked_at_construction_naming_it(kwargs, error, match):
+    args = {"batch_size": 2, "nworkers": 1, **kwargs}
+    with pytest.raises(error, match=match):
+        TurboDataLoader(value_samples(4), worker_template=EchoWorker(), **args)
+
+
+@pytest.mark.parametrize("source", [{"a": 1}, "samples.msgpack", 42])
+def test_a_source_that_is_no_iterable_of_samples_is_rejected(source):
+    with pytest.raises(TypeError, match="`iterable` to be a sequence or an iterable of samples"):
+        TurboDataLoader(source, 2, EchoWorker(), nworkers=1)
+
+
+def test_a_stream_without_length_cannot_be_sharded():
+    with pytest.raises(ValueError, match="needs `length`"):
+        TurboDataLoader(iter(value_samples(4)), 2, EchoWorker(), nworkers=1, world_size=2)
+
+
+def _memory_owner(array: np.ndarray) -> object:
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.base
+
+
+def test_results_arrive_as_private_arrays_without_shared_memory_and_as_slot_views_with_it():
+    for shared_memory in (False, True):
+        loader = TurboDataLoader(value_samples(8), 4, EchoWorker(), nworkers=2, seed=3, shared_memory=shared_memory)
+        arrays = [mini_batches[0]["value"] for _, mini_batches in loader]
+        loader.stop()
+        assert [a.ravel().tolist() for a in arrays] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        owners = [_memory_owner(a) for a in arrays]
+        if shared_memory:
+            assert all(owner is not None for owner in owners)  # a view of a slot's mapping
+        else:
+            assert all(owner is None for owner in owners)  # numpy owns the memory: a private copy
+        del arrays, owners

@@ -328,3 +328,40 @@ def test_workers_forked_after_opencv_used_its_thread_pool_do_not_hang():
         loader.stop()
     assert values.tolist() == list(range(8))
     assert cv2.getNumThreads() == threads  # the caller's OpenCV setting is restored
+
+
+class KeyedSamples(list):
+    """A list source with ``sample_key`` (contract C6)."""
+
+    def sample_key(self, index: int) -> object:
+        return f"file-{index}.jpg"
+
+
+def test_worker_killed_mid_chunk_names_exactly_the_samples_it_held():
+    # one worker, batches of 4: the worker holds batch 1's chunk (samples 4-7) when it kills itself at 5;
+    # batch 0 was answered, so its samples are not named
+    loader = TurboDataLoader(KeyedSamples(value_samples(8)), 4, SelfKillWorker(5), nworkers=1, shared_memory=2)
+    with pytest.raises(WorkerDiedError, match="SIGKILL") as info:
+        drain(loader)
+    assert info.value.keys == [f"file-{i}.jpg" for i in range(4, 8)]
+    assert "'file-5.jpg'" in str(info.value) and "'file-3.jpg'" not in str(info.value)
+    # without sample_key the indices name them
+    loader = TurboDataLoader(value_samples(8), 4, SelfKillWorker(5), nworkers=1, shared_memory=2)
+    with pytest.raises(WorkerDiedError) as info:
+        drain(loader)
+    assert info.value.keys == [4, 5, 6, 7]
+    assert pickle.loads(pickle.dumps(info.value)).keys == [4, 5, 6, 7]
+
+
+def test_timeout_names_the_samples_the_workers_hold():
+    loader = TurboDataLoader(KeyedSamples(value_samples(4)), 2, FailingWorker(1, "hang"), nworkers=1, timeout=1.0)
+    with pytest.raises(TimeoutError, match=r"hold samples 'file-0.jpg', 'file-1.jpg'"):
+        drain(loader)
+
+
+def test_sample_error_tells_how_to_skip_bad_samples():
+    sample = {"image": b"\xff\xd8\xff\xe0 not really a jpeg", "label": 0, "key": "corrupt.jpg"}
+    loader = TurboDataLoader([sample], 1, DecodeWorker((8, 8)), nworkers=1)
+    with pytest.raises(SampleError, match="skip_bad_samples=True") as info:
+        drain(loader)
+    assert "corrupt.jpg" in str(info.value) and "cannot be decoded" in str(info.value)

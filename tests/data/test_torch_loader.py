@@ -45,10 +45,11 @@ def test_torch_loader_yields_the_same_data_as_the_numpy_loader():
                 np.testing.assert_array_equal(ma[key].numpy(), mb[key])
 
 
-def test_gpu_augmentation_flag_reaches_the_worker_template():
+def test_gpu_augmentation_flag_reaches_a_copy_of_the_worker_template_not_the_callers():
     worker = EchoWorker()
-    TorchTurboDataLoader(value_samples(4), 2, worker, nworkers=1, gpu_augmentation=True)
-    assert worker.gpu_augmentation is True
+    loader = TorchTurboDataLoader(value_samples(4), 2, worker, nworkers=1, gpu_augmentation=True)
+    assert loader.worker_template.gpu_augmentation is True
+    assert loader.worker_template is not worker and worker.gpu_augmentation is False
 
 
 def test_cuda_device_without_cuda_is_a_clear_error():
@@ -105,3 +106,57 @@ def test_gpu_augmentation_on_the_cpu_device_matches_the_workers_pixel_ops():
         difference = (cpu_batch["image"].int() - gpu_batch["image"].int()).abs()
         assert difference.max() <= 2, difference.max()
         assert difference.float().mean() < 0.5
+
+
+def test_crumpets_positional_order_puts_device_eighth():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="'cuda:0' asked for but CUDA is not available"):
+        TorchTurboDataLoader(value_samples(4), 4, EchoWorker(), 2, None, 1, 0, "cuda:0")
+    loader = TorchTurboDataLoader(value_samples(4), 4, EchoWorker(), 2, None, 1, 0, "cpu", False, 3)
+    assert (loader.device, loader.gpu_augmentation, loader._nslots) == (torch.device("cpu"), False, 3)
+    keywords = TorchTurboDataLoader(value_samples(4), 4, EchoWorker(), nworkers=2, shared_memory=3, device="cpu")
+    assert keywords._nslots == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"device": "gpu0"}, ValueError, r"`device` to be a torch device .* but got 'gpu0'"),
+        ({"device": 3.5}, ValueError, "device"),
+        ({"gpu_augmentation": "yes"}, TypeError, "gpu_augmentation"),
+        ({"pin_memory": 1}, TypeError, "pin_memory"),
+        ({"timeout": "x"}, ValueError, "timeout"),
+    ],
+)
+def test_torch_loader_arguments_are_checked_naming_them(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        TorchTurboDataLoader(value_samples(4), 2, EchoWorker(), nworkers=1, **kwargs)
+
+
+def test_the_subclass_overrides_only_the_convert_hook():
+    import inspect
+
+    from crumpets_lightning.data.loader import torch_loader
+
+    source = inspect.getsource(torch_loader)
+    assert (
+        "_EpochIterator" not in source and "batches_done" not in source and "crumpets_lightning.modules" not in source
+    )
+    overridden = {name for name in vars(TorchTurboDataLoader) if callable(vars(TorchTurboDataLoader)[name])}
+    assert overridden - {"__init__", "__getstate__", "__setstate__"} == {"convert"}
+
+
+@pytest.mark.gpu
+def test_cuda_slots_are_page_locked_and_copied_straight_from_them():
+    cuda = TorchTurboDataLoader(value_samples(20), 4, EchoWorker(), 2, device="cuda", seed=3, shared_memory=3)
+    cpu = TorchTurboDataLoader(value_samples(20), 4, EchoWorker(), 2, device="cpu", seed=3)
+    try:
+        got = [mb[0]["value"].cpu().clone() for _, mb in cuda]
+        assert cuda.transfer is not None and len(cuda.transfer.regions) == 3  # every slot registered
+        want = [mb[0]["value"].clone() for _, mb in cpu]
+        assert all(torch.equal(a, b) for a, b in zip(got, want)) and len(got) == 5
+    finally:
+        cuda.stop()
+        cpu.stop()
+    assert not cuda.transfer.regions  # unregistered before the slots were unmapped

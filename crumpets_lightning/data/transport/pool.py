@@ -28,19 +28,20 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import zmq
 
-from crumpets_lightning.data.errors import SampleError, WorkerDiedError
+from crumpets_lightning.data.errors import SampleError, WorkerDiedError, WorkerError
 from crumpets_lightning.data.transport.codec import unpack_sample
+from crumpets_lightning.data.transport.messages import Chunk, Discarded, Done, Failure, Ready, Reply
 from crumpets_lightning.data.transport.shm import RESOURCE_PREFIX, BatchLayout, open_segment, segment_exists
 from crumpets_lightning.data.workers.base import Worker
 
-__all__ = ["Chunk", "WorkerPool"]
+__all__ = ["Chunk", "WorkerPool", "error_from_failure"]
 
 _PR_SET_PDEATHSIG = 1
 _WORKER_POLL_MS = 200
@@ -49,29 +50,7 @@ _KILL_GRACE_S = 1.0
 # control block shared with the workers (anonymous shared mmap created before fork): [generation, stop]
 _GENERATION = 0
 _STOP = 1
-
-
-@dataclass
-class Chunk:
-    """A piece of one batch for one worker.
-
-    Attributes:
-        generation: the epoch run it belongs to; workers skip chunks of abandoned runs.
-        seq: the batch number within the run.
-        slot: the shared-memory segment name, or None when results travel as bytes.
-        row_offset: the first row of the batch this chunk fills.
-        epoch: seeds the per-sample generators together with the loader seed and the sample index.
-        indices: sample indices (into the source, or positions in a stream).
-        payloads: the samples themselves for streamed input (None for random access).
-    """
-
-    generation: int
-    seq: int
-    slot: str | None
-    row_offset: int
-    epoch: int
-    indices: np.ndarray
-    payloads: list[Any] | None = None
+_KEYS_SHOWN = 20
 
 
 def _signal_name(code: int) -> str:
@@ -135,11 +114,11 @@ class _WorkerLoop:
             try:
                 self.worker.setup()
             except BaseException as error:  # SystemExit, KeyboardInterrupt, ... are reported too
-                results.send(pickle.dumps(("error", self.wid, -1, -1, *self._describe(error, None))))
+                results.send(self._failure(error, None, None))
                 return
             if self.control[_STOP]:
                 return
-            results.send(pickle.dumps(("ready", self.wid, os.getpid())))
+            results.send(pickle.dumps(Ready(self.wid, os.getpid())))
             while not self.control[_STOP]:
                 if not work.poll(_WORKER_POLL_MS):
                     if os.getppid() != parent_pid:
@@ -157,21 +136,20 @@ class _WorkerLoop:
             results.close(linger=linger)
             context.term()
 
-    @staticmethod
-    def _describe(error: BaseException, key: object) -> tuple[str, str, object, str, bool]:
+    def _failure(self, error: BaseException, chunk: Chunk | None, key: object) -> bytes:
+        """A pickled :class:`Failure` for ``error`` (raised in ``setup()`` when ``chunk`` is None)."""
         if isinstance(error, SampleError):
-            return (
-                type(error).__name__,
-                error.message,
-                key if error.key is None else error.key,
-                traceback.format_exc(),
-                True,
-            )
-        try:
-            message = str(error)
-        except Exception:
-            message = f"<str() of the {type(error).__name__} raised>"
-        return (type(error).__name__, message, key, traceback.format_exc(), False)
+            exc_type, message, is_sample_error = type(error).__name__, error.message, True
+            key = key if error.key is None else error.key
+        else:
+            exc_type, is_sample_error = type(error).__name__, False
+            try:
+                message = str(error)
+            except Exception:
+                message = f"<str() of the {type(error).__name__} raised>"
+        where = (-1, -1, -1) if chunk is None else (chunk.generation, chunk.seq, chunk.row_offset)
+        failure = Failure(self.wid, *where, exc_type, message, key, traceback.format_exc(), is_sample_error)
+        return pickle.dumps(failure, protocol=pickle.HIGHEST_PROTOCOL)
 
     def _views(self, name: str) -> dict[str, np.ndarray]:
         views = self.segments.get(name)
@@ -199,7 +177,7 @@ class _WorkerLoop:
 
     def _process(self, chunk: Chunk) -> list[Any]:
         generation = chunk.generation
-        discarded = [pickle.dumps(("discarded", self.wid, generation, chunk.seq))]
+        discarded = [pickle.dumps(Discarded(self.wid, generation, chunk.seq, chunk.row_offset))]
         if self.control[_GENERATION] > generation:
             return discarded
         rows = len(chunk.indices)
@@ -212,6 +190,7 @@ class _WorkerLoop:
         first_row = row
         lists: dict[str, list[Any]] = {}
         skipped: list[tuple[object, str]] = []
+        skipped_rows: list[int] = []
         worker = self.worker
         for position, index in enumerate(chunk.indices.tolist()):
             if self.control[_GENERATION] > generation or self.control[_STOP]:
@@ -230,17 +209,19 @@ class _WorkerLoop:
                 row += 1
             except SampleError as error:
                 if not self.skip_bad_samples:
-                    return [pickle.dumps(("error", self.wid, generation, chunk.seq, *self._describe(error, key)))]
+                    return [self._failure(error, chunk, key)]
                 for name in list(lists):
                     if name in lengths:
                         del lists[name][lengths[name] :]
                     else:
                         del lists[name]
                 skipped.append((key, str(error)))
+                skipped_rows.append(position)
             except BaseException as error:  # any type, SystemExit and KeyboardInterrupt too: report, never die
-                return [pickle.dumps(("error", self.wid, generation, chunk.seq, *self._describe(error, key)))]
+                return [self._failure(error, chunk, key)]
         written = row - first_row
-        header = pickle.dumps(("done", self.wid, generation, chunk.seq, chunk.row_offset, written, lists, skipped))
+        done = Done(self.wid, generation, chunk.seq, chunk.row_offset, written, lists, skipped, skipped_rows)
+        header = pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)
         if chunk.slot is not None:
             return [header]
         return [header, *(np.ascontiguousarray(view[:written]) for view in views.values())]
@@ -300,7 +281,12 @@ def _wait_all(processes: list[Any], timeout: float) -> list[Any]:
 
 
 class WorkerPool:
-    """The worker processes of one loader run plus the sockets to talk to them.
+    """The worker processes of one loader run, the sockets to talk to them, and the dispatch of work.
+
+    The pool owns its bookkeeping: :meth:`submit` queues chunks, :meth:`dispatch` sends them to the least
+    loaded ready workers (at most two each, so a chunk never waits behind a slow sample for long),
+    :meth:`poll` decodes replies and counts them off. It knows which samples every worker holds, so a
+    worker's death (:class:`~crumpets_lightning.data.errors.WorkerDiedError`) and a timeout name them.
 
     Args:
         template: the worker template (copied into each process by fork).
@@ -310,6 +296,7 @@ class WorkerPool:
         seed: the loader seed.
         skip_bad_samples: drop samples that raise ``SampleError`` instead of failing.
         name: used in error messages.
+        sample_key: names a sample index in messages (the source's ``sample_key``; default: the index).
     """
 
     def __init__(
@@ -321,8 +308,10 @@ class WorkerPool:
         seed: int,
         skip_bad_samples: bool,
         name: str,
+        sample_key: Callable[[int], object] | None = None,
     ) -> None:
         self.name = name
+        self._sample_key = sample_key
         self.nworkers = nworkers
         self.owner_pid = os.getpid()
         self.socket_dir = tempfile.mkdtemp(prefix=f"{RESOURCE_PREFIX}{self.owner_pid}-")
@@ -330,7 +319,10 @@ class WorkerPool:
         self._control = np.frombuffer(self._control_memory, dtype=np.int64, count=2)
         self.processes: list[Any] = []
         self.ready: list[bool] = [False] * nworkers
-        self.outstanding: list[int] = [0] * nworkers
+        self._held: list[deque[Chunk]] = [deque() for _ in range(nworkers)]
+        self._queue: deque[Chunk] = deque()
+        self._in_flight: Counter[tuple[int, int]] = Counter()
+        self._next_worker = 0
         self._senders: list[zmq.Socket | None] = [None] * nworkers
         self._context: zmq.Context | None = None
         self._results: zmq.Socket | None = None
@@ -381,45 +373,92 @@ class WorkerPool:
         """Process ids of the workers."""
         return [p.pid for p in self.processes if p.pid is not None]
 
-    @property
-    def all_ready(self) -> bool:
-        return all(self.ready)
-
     def set_generation(self, generation: int) -> None:
         """Tell the workers to skip chunks of older generations."""
         self._control[_GENERATION] = generation
 
-    def send(self, wid: int, chunk: Chunk) -> None:
-        """Send a chunk to a ready worker."""
-        sender = self._senders[wid]
-        assert sender is not None
-        sender.send(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
-        self.outstanding[wid] += 1
+    def submit(self, chunk: Chunk) -> None:
+        """Queue a chunk; :meth:`dispatch` sends it when a worker is free."""
+        self._queue.append(chunk)
+        self._in_flight[(chunk.generation, chunk.seq)] += 1
 
-    def poll(self, timeout_s: float) -> list[list[Any]]:
-        """Wait up to ``timeout_s`` for results; return every message available (each a list of frames).
+    def drop_queued(self) -> None:
+        """Forget the chunks not sent yet (their run was abandoned)."""
+        for chunk in self._queue:
+            self._count_off(chunk.generation, chunk.seq)
+        self._queue.clear()
+
+    def in_flight(self, generation: int, seq: int) -> int:
+        """Chunks of batch ``seq`` of run ``generation`` queued or sent and not answered yet."""
+        return self._in_flight.get((generation, seq), 0)
+
+    def dispatch(self) -> None:
+        """Send queued chunks to the least loaded ready workers (round robin among equals)."""
+        n = self.nworkers
+        # At most two chunks per worker (one running, one queued so it never waits for a round trip): a chunk
+        # queued behind a slow sample cannot move to another worker, the rest stays here for whoever is free.
+        cap = 2 if all(self.ready) else 1
+        while self._queue:
+            candidates = [w for w in range(n) if self.ready[w] and len(self._held[w]) < cap]
+            if not candidates:
+                return
+            start = self._next_worker
+            wid = min(candidates, key=lambda w: (len(self._held[w]), (w - start) % n))
+            self._next_worker = (wid + 1) % n
+            chunk = self._queue.popleft()
+            sender = self._senders[wid]
+            assert sender is not None
+            sender.send(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+            self._held[wid].append(chunk)
+
+    def poll(self, timeout_s: float) -> list[tuple[Done | Failure | Discarded, list[Any]]]:
+        """Wait up to ``timeout_s`` for replies; return every chunk reply available with its extra frames.
 
         Raises:
+            WorkerError: a worker's ``setup()`` failed.
             WorkerDiedError: a worker process ended.
         """
         assert self._results is not None
         events = dict(self._poller.poll(max(0, int(timeout_s * 1000))))
-        messages = []
+        replies: list[tuple[Done | Failure | Discarded, list[Any]]] = []
+        received = False
         while True:
             try:
                 frames = self._results.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            messages.append(frames)
-        if messages or len(events) <= (self._results in events):
-            return messages
+            received = True
+            reply: Reply = pickle.loads(frames[0].buffer)
+            if isinstance(reply, Ready):
+                self._connect(reply.wid)
+            elif isinstance(reply, Failure) and reply.during_setup:
+                raise error_from_failure(reply)
+            else:
+                self._answered(reply)
+                replies.append((reply, frames[1:]))
+        if received or len(events) <= (self._results in events):
+            return replies
         # a worker ended: give its last reply (an error report, say) a moment to arrive first
         if self._results.poll(200):
             return self.poll(0)
         self.check_alive()
-        return messages
+        return replies
 
-    def handle_ready(self, wid: int) -> None:
+    def _answered(self, reply: Done | Failure | Discarded) -> None:
+        held = self._held[reply.wid]
+        for chunk in held:
+            if (chunk.generation, chunk.seq, chunk.row_offset) == (reply.generation, reply.seq, reply.row_offset):
+                held.remove(chunk)
+                break
+        self._count_off(reply.generation, reply.seq)
+
+    def _count_off(self, generation: int, seq: int) -> None:
+        key = (generation, seq)
+        self._in_flight[key] -= 1
+        if self._in_flight[key] <= 0:
+            del self._in_flight[key]
+
+    def _connect(self, wid: int) -> None:
         """A worker reported ready: connect to its work socket."""
         assert self._context is not None
         sender = self._context.socket(zmq.PUSH)
@@ -428,14 +467,52 @@ class WorkerPool:
         self._senders[wid] = sender
         self.ready[wid] = True
 
+    def held_keys(self, wid: int | None = None, generation: int | None = None, seq: int | None = None) -> list[object]:
+        """Keys (or indices) of the samples sent to worker ``wid`` (default: any) and not answered yet.
+
+        Only chunks of batch ``seq`` of run ``generation`` count when those are given.
+        """
+        keys: list[object] = []
+        for w in range(self.nworkers) if wid is None else (wid,):
+            for chunk in self._held[w]:
+                if generation is not None and (chunk.generation, chunk.seq) != (generation, seq):
+                    continue
+                keys.extend(self._keys(chunk))
+        return keys
+
+    def _keys(self, chunk: Chunk) -> list[object]:
+        indices = chunk.indices.tolist()
+        if chunk.payloads is not None:
+            return [
+                payload.get("key", index) if isinstance(payload, dict) else index
+                for index, payload in zip(indices, chunk.payloads)
+            ]
+        if self._sample_key is None:
+            return indices
+        keys = []
+        for index in indices:
+            try:
+                keys.append(self._sample_key(index))
+            except Exception:  # naming must never hide the real problem
+                keys.append(index)
+        return keys
+
     def check_alive(self) -> None:
-        """Raise :class:`WorkerDiedError` if any worker process ended."""
+        """Raise :class:`WorkerDiedError` (naming the samples it held) if any worker process ended."""
         for wid, process in enumerate(self.processes):
             if process.exitcode is not None:
+                keys = self.held_keys(wid)
+                if keys:
+                    shown = ", ".join(map(repr, keys[:_KEYS_SHOWN]))
+                    more = f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
+                    held = f"while it held samples {shown}{more} (one of them may have caused it)"
+                else:
+                    held = "while it held no samples"
                 raise WorkerDiedError(
                     f"Worker {wid} (pid {process.pid}) of loader {self.name!r} {describe_exit(process.exitcode)} "
-                    "while preparing samples. A worker killed by SIGKILL often ran out of memory: use fewer "
-                    "workers or a smaller batch; otherwise check the worker's setup() and prepare() code."
+                    f"{held}. A worker killed by SIGKILL often ran out of memory: use fewer workers or a smaller "
+                    "batch; otherwise check the worker's setup() and prepare() code.",
+                    keys,
                 )
 
     def close(self) -> None:
@@ -472,3 +549,19 @@ class WorkerPool:
         if self._context is not None:
             self._context.term()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def error_from_failure(failure: Failure) -> Exception:
+    """The exception the main process raises for a worker's :class:`Failure` reply."""
+    if failure.is_sample_error:
+        error: Exception = SampleError(
+            f"{failure.message}\n\nTo skip bad samples instead of failing (they are counted in "
+            "`skipped_samples` and warned about), pass skip_bad_samples=True to the loader or the DataModule."
+            f"\n\nWorker traceback (most recent call last):\n{failure.worker_traceback.rstrip()}",
+            failure.key,
+        )
+        error.worker_traceback = failure.worker_traceback  # type: ignore[attr-defined]
+        return error
+    return WorkerError(
+        f"{failure.exc_type}: {failure.message}", failure.key, failure.worker_traceback, failure.exc_type
+    )

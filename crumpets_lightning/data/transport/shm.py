@@ -25,6 +25,7 @@ import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -34,6 +35,7 @@ __all__ = [
     "RESOURCE_PREFIX",
     "BatchLayout",
     "SharedBatchRing",
+    "SlotRegistrar",
     "create_segment",
     "open_segment",
     "sweep_stale_resources",
@@ -170,11 +172,30 @@ def sweep_stale_resources() -> list[str]:
     return removed
 
 
+class SlotRegistrar(Protocol):
+    """Told about every slot's memory while it exists (e.g. to page-lock it for fast copies to a GPU)."""
+
+    def register(self, address: int, nbytes: int) -> bool:
+        """A slot was mapped at ``address``; return whether it was registered."""
+
+    def unregister(self, address: int) -> None:
+        """A registered slot is about to be unmapped."""
+
+
+def _address(memory: mmap.mmap) -> int:
+    probe = ctypes.c_char.from_buffer(memory)
+    try:
+        return ctypes.addressof(probe)
+    finally:
+        del probe
+
+
 @dataclass
 class _Slot:
     name: str
     memory: mmap.mmap
     views: dict[str, np.ndarray] = field(default_factory=dict)
+    registered_at: int | None = None
 
 
 class SharedBatchRing:
@@ -192,9 +213,13 @@ class SharedBatchRing:
         nslots: the initial number of slots (>= 2).
         max_slots: the most slots :meth:`grow` may reach.
         token: distinguishes this ring's segment names from other rings of the same process.
+        registrar: told about every slot created (and before it is unmapped), e.g. to page-lock it.
     """
 
-    def __init__(self, layout: BatchLayout, nslots: int, max_slots: int, token: str) -> None:
+    def __init__(
+        self, layout: BatchLayout, nslots: int, max_slots: int, token: str, registrar: SlotRegistrar | None = None
+    ) -> None:
+        self._registrar = registrar
         self.layout = layout
         self.base_slots = nslots
         self.max_slots = max(max_slots, nslots)
@@ -227,11 +252,19 @@ class SharedBatchRing:
         slot_id = self._next_id
         self._next_id += 1
         name = f"{self._prefix}{slot_id}"
-        self._slots[slot_id] = _Slot(name, create_segment(name, self.layout.nbytes))
+        slot = _Slot(name, create_segment(name, self.layout.nbytes))
+        self._slots[slot_id] = slot
+        if self._registrar is not None:
+            address = _address(slot.memory)
+            if self._registrar.register(address, self.layout.nbytes):
+                slot.registered_at = address
         return slot_id
 
     def _destroy(self, slot_id: int) -> None:
         slot = self._slots.pop(slot_id)
+        if slot.registered_at is not None and self._registrar is not None:
+            self._registrar.unregister(slot.registered_at)
+            slot.registered_at = None
         unlink_segment(slot.name)
         slot.views.clear()
         # BufferError: someone still references the memory; it is unmapped when they let go
