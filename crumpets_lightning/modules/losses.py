@@ -5,6 +5,12 @@ tensor (a scalar unless ``reduction="none"``). Class targets may be ``[B]`` or `
 are ``[B, 1]``; dense targets ``[B, 1, H, W]``) and any integer dtype; they are squeezed and cast to
 ``int64``. A batch of one keeps its batch dimension.
 
+The class losses know the number of classes from the output (``output.shape[1]``): a CPU target with a label
+outside ``[0, C)`` raises a ``ValueError`` that names the bad labels and ``C`` (torch would say only "Target
+12 is out of bounds", and on a GPU raise an opaque device-side assert). Such losses set
+``checks_class_range = True``; :class:`~crumpets_lightning.modules.module.CrumpetsModule` uses that to check
+every batch's labels on the host, before the device copy, and to name the offending samples' keys.
+
 Example::
 
     >>> import torch
@@ -16,9 +22,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,6 +38,7 @@ __all__ = [
     "NSSLoss",
     "class_target",
     "nss_per_sample",
+    "out_of_range_labels",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -57,7 +65,47 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"Expected argument `reduction` to be one of {_REDUCTIONS} but got {reduction!r}")
 
 
-def class_target(output: Tensor, target: Tensor, owner: str = "loss") -> Tensor:
+def out_of_range_labels(target: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """Bool mask of the class labels outside ``[0, num_classes)`` (entries equal to ``ignore_index`` are valid).
+
+    One pass over the target (its minimum and maximum) decides the usual case, all labels valid.
+
+    Args:
+        target: Integer class labels of any shape.
+        num_classes: Number of classes ``C``.
+        ignore_index: A label value the loss skips (e.g. ``-100`` or a segmentation "void" label), or ``None``.
+
+    Returns:
+        A bool tensor shaped like ``target``, on its device.
+    """
+    if target.numel() == 0:
+        return torch.zeros_like(target, dtype=torch.bool)
+    if target.dtype == torch.bool:
+        target = target.to(torch.uint8)
+    if target.device.type == "cpu":
+        low, high = torch.aminmax(target)
+        if int(low) >= 0 and int(high) < num_classes:
+            return torch.zeros_like(target, dtype=torch.bool)
+    bad = (target < 0) | (target >= num_classes)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    return bad
+
+
+def _describe_bad_labels(target: Tensor, bad: Tensor, row_name: Callable[[int], str] = "row {}".format) -> str:
+    """``"12 (row 2); -1 (row 5)"``: the bad labels of a CPU target per batch row (at most 8 rows)."""
+    rows = bad.reshape(bad.shape[0], -1) if bad.dim() > 0 else bad.reshape(1, 1)
+    values = target.reshape(rows.shape)
+    parts = []
+    for row in rows.any(dim=1).nonzero().flatten().tolist()[:8]:
+        labels = sorted(set(values[row][rows[row]].tolist()))
+        parts.append(f"{', '.join(map(str, labels[:8]))} ({row_name(row)})")
+    return "; ".join(parts)
+
+
+def class_target(
+    output: Tensor, target: Tensor, owner: str = "loss", check_range: bool = True, ignore_index: int | None = None
+) -> Tensor:
     """Turn a class target into the ``int64`` shape torch's class losses want for ``output``.
 
     ``output`` is ``[B, C, *dims]``; the target may be ``[B, *dims]`` or ``[B, 1, *dims]`` of any integer
@@ -67,12 +115,16 @@ def class_target(output: Tensor, target: Tensor, owner: str = "loss") -> Tensor:
         output: Scores ``[B, C, *dims]``.
         target: Class indices.
         owner: Name used in error messages.
+        check_range: Whether labels outside ``[0, C)`` raise (checked only for CPU targets: on another device
+            the check would wait for the device).
+        ignore_index: A label value that is allowed outside the range (the loss skips it).
 
     Returns:
         The target as ``int64`` with shape ``[B, *dims]``.
 
     Raises:
-        ValueError: If the shapes cannot be matched or the target is not integral.
+        ValueError: If the shapes cannot be matched, the target is not integral, or (CPU, ``check_range``) a
+            label is outside ``[0, C)``.
     """
     if target.is_floating_point() or target.is_complex():
         raise ValueError(f"{owner}: class targets must be integers but got dtype {target.dtype}")
@@ -84,6 +136,18 @@ def class_target(output: Tensor, target: Tensor, owner: str = "loss") -> Tensor:
             f"{owner}: target of shape {tuple(target.shape)} does not fit output of shape {tuple(output.shape)}; "
             f"expected a target of shape {expected} or {(expected[0], 1, *expected[1:])}"
         )
+    if check_range and target.device.type == "cpu":
+        num_classes = output.shape[1]
+        bad = out_of_range_labels(target, num_classes, ignore_index)
+        if bool(bad.any()):
+            allowed = f"[0, {num_classes})" + (
+                f" or the ignore_index {ignore_index}" if ignore_index is not None else ""
+            )
+            raise ValueError(
+                f"{owner}: label(s) out of range for an output with {num_classes} classes (shape "
+                f"{tuple(output.shape)}): {_describe_bad_labels(target, bad)}; labels must be in {allowed}. Fix "
+                f"the labels, or give the network as many outputs as there are classes (largest label + 1)"
+            )
     return target.long()
 
 
@@ -99,6 +163,11 @@ def _check_same_shape(output: Tensor, target: Tensor, owner: str) -> Tensor:
 
 class _DictLoss(nn.Module):
     """Common part: keys and the lookup of output and target."""
+
+    #: Whether ``output.shape[1]`` is the number of classes of ``target_key`` (class losses; see module doc).
+    checks_class_range: bool = False
+    #: A label value the loss skips (allowed outside the class range).
+    ignore_index: int | None = None
 
     def __init__(self, output_key: str, target_key: str) -> None:
         super().__init__()
@@ -125,6 +194,8 @@ class CrossEntropyLoss(_DictLoss):
         target_key: Key of the class targets (``[B]`` or ``[B, 1]``, any integer dtype).
     """
 
+    checks_class_range = True
+
     def __init__(
         self,
         weight: Tensor | None = None,
@@ -138,6 +209,7 @@ class CrossEntropyLoss(_DictLoss):
         _check_reduction(reduction)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"Expected argument `label_smoothing` to be in [0, 1] but got {label_smoothing}")
+        self.ignore_index = ignore_index
         self.loss = nn.CrossEntropyLoss(
             weight=weight, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing
         )
@@ -145,7 +217,7 @@ class CrossEntropyLoss(_DictLoss):
     def forward(self, sample: Mapping[str, Any]) -> Tensor:
         """Return the loss of ``sample[output_key]`` against ``sample[target_key]``."""
         output, target = self._pair(sample)
-        return self.loss(output, class_target(output, target, type(self).__name__))
+        return self.loss(output, class_target(output, target, type(self).__name__, ignore_index=self.ignore_index))
 
 
 class NLLLoss(_DictLoss):
@@ -159,6 +231,8 @@ class NLLLoss(_DictLoss):
         target_key: Key of the class targets (``[B]`` or ``[B, 1]``, any integer dtype).
     """
 
+    checks_class_range = True
+
     def __init__(
         self,
         weight: Tensor | None = None,
@@ -169,12 +243,13 @@ class NLLLoss(_DictLoss):
     ) -> None:
         super().__init__(output_key, target_key)
         _check_reduction(reduction)
+        self.ignore_index = ignore_index
         self.loss = nn.NLLLoss(weight=weight, ignore_index=ignore_index, reduction=reduction)
 
     def forward(self, sample: Mapping[str, Any]) -> Tensor:
         """Return the loss of ``sample[output_key]`` against ``sample[target_key]``."""
         output, target = self._pair(sample)
-        return self.loss(output, class_target(output, target, type(self).__name__))
+        return self.loss(output, class_target(output, target, type(self).__name__, ignore_index=self.ignore_index))
 
 
 class _SameShapeLoss(_DictLoss):
@@ -234,6 +309,8 @@ class LabelSmoothing(_DictLoss):
         target_key: Key of the class targets (``[B]`` or ``[B, 1]``, any integer dtype).
     """
 
+    checks_class_range = True
+
     def __init__(
         self,
         smoothing: float = 0.1,
@@ -276,7 +353,7 @@ def nss_per_sample(output: Tensor, target: Tensor, eps: float = 1e-8) -> tuple[T
     Raises:
         ValueError: If batch sizes or per-sample sizes differ.
     """
-    if output.dim() < 2 or output.shape[0] != target.shape[0] or output[0].numel() != target[0].numel():
+    if output.dim() < 2 or output.shape[0] != target.shape[0] or output.shape[1:].numel() != target.shape[1:].numel():
         raise ValueError(
             f"NSS: output of shape {tuple(output.shape)} and target of shape {tuple(target.shape)} "
             f"must have the same batch size and the same number of elements per sample"

@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -40,6 +40,13 @@ __all__ = [
     "topk_correct",
     "true_false_positives",
 ]
+
+
+def _no_value(owner: object) -> NoReturn:
+    raise AttributeError(
+        f"{type(owner).__name__}.value() is crumpets' API; these are torchmetrics metrics: call compute() "
+        f"for the value over everything seen since the last reset()"
+    )
 
 
 def _check_key(name: str, value: Any) -> None:
@@ -82,7 +89,7 @@ def confusion_matrix(output: Tensor, target: Tensor, num_classes: int) -> Tensor
     Returns:
         int64 ``[num_classes, num_classes]``.
     """
-    target = class_target(output, target, "ConfusionMatrix").reshape(-1)
+    target = class_target(output, target, "ConfusionMatrix", check_range=False).reshape(-1)
     predicted = output.argmax(dim=1).reshape(-1)
     valid = (target >= 0) & (target < num_classes)
     index = target[valid] * num_classes + predicted[valid]
@@ -139,6 +146,14 @@ class _SampleMetric(Metric):
     def _output(self, sample: Mapping[str, Any]) -> Tensor:
         return _get(sample, self.output_key, type(self).__name__).detach()
 
+    def value(self) -> NoReturn:
+        """Not available: crumpets' ``value()`` is ``compute()`` here.
+
+        Raises:
+            AttributeError: Always, naming ``compute()``.
+        """
+        _no_value(self)
+
     def _target(self, sample: Mapping[str, Any]) -> Tensor:
         return _get(sample, self.target_key, type(self).__name__).detach()
 
@@ -172,6 +187,9 @@ class AccuracyMetric(_SampleMetric):
 
     is_differentiable = False
     higher_is_better = True
+    #: ``output.shape[1]`` is the number of classes of ``target_key`` (CrumpetsModule checks labels against it).
+    checks_class_range = True
+    ignore_index = None
     correct: Tensor
     total: Tensor
 
@@ -378,3 +396,41 @@ class CombinedMetric(MetricCollection):
                 raise ValueError(f"CombinedMetric has two children with metric_key {key!r}; give them distinct keys")
             keyed[key] = child
         super().__init__(keyed, compute_groups=False)
+
+    def value(self) -> NoReturn:
+        """Not available: crumpets' ``value()`` is ``compute()`` here.
+
+        Raises:
+            AttributeError: Always, naming ``compute()``.
+        """
+        _no_value(self)
+
+
+class _WeightedMean(Metric):
+    """Weighted mean of scalars (e.g. a batch's mean loss weighted by its rows): exact sum/count states.
+
+    ``update(value, weight)`` adds ``value * weight`` and ``weight``; a weight of 0 adds nothing (a batch that
+    has only padding rows). Both states are summed across processes, so under DDP the result is the mean over
+    every rank's rows, not a mean of per-rank means. Nothing reads the value on the host (no device sync).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+    total: Tensor
+    weight: Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: Tensor, weight: int) -> None:
+        """Add ``value`` (a scalar tensor) with ``weight`` (rows)."""
+        if weight:
+            self.total += value.detach().to(self.total.dtype) * weight
+            self.weight += weight
+
+    def compute(self) -> Tensor:
+        """Return the weighted mean (0 when nothing was added)."""
+        return self.total / self.weight.clamp(min=1)

@@ -3,9 +3,24 @@
 Batches are crumpets sample dicts (``image``, ``label``, ...). Each training/validation/test step
 normalises the image (into a new dict: the batch is not modified), runs :meth:`CrumpetsModule.forward`
 (dict in, dict out), applies the dict loss and updates the dict metrics, and logs
-``"{stage}/loss"`` and ``"{stage}/{metric name}"`` with explicit batch sizes. An optional
+``"{stage}/loss"`` and ``"{stage}/{metric name}"``. An optional
 :class:`~crumpets_lightning.modules.randomizer.Randomizer` augments training batches on the device in
 ``on_after_batch_transfer``.
+
+Exact evaluation: rows marked ``batch["padding"]`` (repeats that pad a rank's shard under DDP) are run
+through the network with the rest of the batch, then dropped from the loss, the metrics and the predictions
+of validation, test and predict. Losses are logged through sum/count metrics (one per stage), so the epoch
+value is the mean over every rank's real rows; every rank logs every step, also when a batch is all padding.
+
+Label check: for class losses and metrics (``checks_class_range``) the labels are compared with the number
+of classes, ``output.shape[1]``, on the host copy of the batch kept in ``on_before_batch_transfer`` (no device
+sync); a label outside ``[0, C)`` raises a ``ValueError`` naming the samples (``batch["key"]``, else
+``batch["index"]``, else the row).
+
+Gradient accumulation is the Trainer's: pass ``Trainer(accumulate_grad_batches=N)`` (for a DataModule with
+``num_mini_batches=N``, N). crumpets LR policies whose length was left open are sized in
+:meth:`CrumpetsModule.on_train_start` from the Trainer's own numbers (batches per epoch after
+``limit_train_batches``, ``accumulate_grad_batches``, ``max_epochs``/``max_steps``).
 
 Example::
 
@@ -24,17 +39,19 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import Metric, MetricCollection
 
+from crumpets_lightning.modules.losses import _describe_bad_labels, out_of_range_labels
+from crumpets_lightning.modules.metrics import _WeightedMean
 from crumpets_lightning.modules.policies import CrumpetsPolicy
 from crumpets_lightning.modules.randomizer import Randomizer
 from crumpets_lightning.modules.utils import Normalize
@@ -43,12 +60,13 @@ __all__ = ["CrumpetsModule", "default_optimizer"]
 
 _INTERVALS = ("step", "epoch")
 
-# Lightning warns whenever a module overrides ``on_after_batch_transfer`` and a DataModule is passed. Running
-# the Randomizer there, in the module, is this class's design (the DataModule has no such hook), so the
-# warning only says what is intended.
+# Lightning warns whenever a module overrides ``on_before_batch_transfer``/``on_after_batch_transfer`` and a
+# DataModule is passed. Keeping the host copy of labels and padding there and running the Randomizer there,
+# in the module, is this class's design (the DataModule has no such hooks), so the warning only says what is
+# intended.
 warnings.filterwarnings(
     "ignore",
-    message=r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a",
+    message=r"You have overridden `on_(before|after)_batch_transfer` in `LightningModule` but have passed in a",
 )
 
 
@@ -94,6 +112,106 @@ def _logs_scalar(metric: Metric) -> bool:
     return bool(getattr(metric, "scalar_output", True))
 
 
+@dataclass
+class _ClassCheck:
+    """A class loss or metric: ``sample[target_key]`` holds labels in ``[0, sample[output_key].shape[1])``."""
+
+    owner: str
+    output_key: str
+    target_key: str
+    ignore_index: int | None
+
+
+def _class_checks(modules: Iterable[nn.Module | None]) -> list[_ClassCheck]:
+    """The class-range checks of the losses and metrics among ``modules`` (also nested ones)."""
+    checks: dict[tuple[str, str, int | None], _ClassCheck] = {}
+    for module in modules:
+        if module is None:
+            continue
+        for child in module.modules():
+            if getattr(child, "checks_class_range", False):
+                output_key, target_key = getattr(child, "output_key", None), getattr(child, "target_key", None)
+                if isinstance(output_key, str) and isinstance(target_key, str):
+                    ignore_index = getattr(child, "ignore_index", None)
+                    check = _ClassCheck(type(child).__name__, output_key, target_key, ignore_index)
+                    checks.setdefault((output_key, target_key, ignore_index), check)
+    return list(checks.values())
+
+
+def _rows(batch: Mapping[str, Any], key: str) -> int:
+    """Rows of a batch: the first dimension of ``batch[key]`` or of its first tensor (1 if none)."""
+    value = batch.get(key)
+    if isinstance(value, Tensor) and value.dim() > 0:
+        return int(value.shape[0])
+    for value in batch.values():
+        if isinstance(value, Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return 1
+
+
+@dataclass
+class _HostBatch:
+    """What the module keeps of a batch from the host side: its row count, padding, sample names and labels."""
+
+    rows: int
+    #: Indices (CPU int64) of the rows that are not padding; ``None`` when no row is padding.
+    keep: Tensor | None = None
+    #: ``batch["key"]`` (a list) or else ``batch["index"]`` (a tensor), to name samples in errors.
+    names: Sequence[Any] | Tensor | None = None
+    names_kind: str = "key"
+    #: Class labels by key, on the host.
+    labels: dict[str, Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, batch: Mapping[str, Any], rows: int, label_keys: Iterable[str]) -> _HostBatch:
+        """Record ``batch``; only CPU tensors are read (a ``padding`` on a device is read with a sync)."""
+        record = cls(rows)
+        padding = batch.get("padding")
+        if isinstance(padding, Tensor) and padding.dim() == 1 and len(padding) == rows and bool(padding.any()):
+            record.keep = (~padding.bool()).nonzero().flatten().cpu()
+        for kind in ("key", "index"):
+            names = batch.get(kind)
+            if isinstance(names, Tensor) and names.dim() == 1 and len(names) == rows:
+                record.names, record.names_kind = names, kind
+                break
+            if isinstance(names, Sequence) and not isinstance(names, (str, bytes)) and len(names) == rows:
+                record.names, record.names_kind = names, kind
+                break
+        for key in label_keys:
+            label = batch.get(key)
+            if isinstance(label, Tensor) and label.device.type == "cpu" and label.dim() > 0:
+                record.labels[key] = label
+        return record
+
+    def name(self, row: int) -> str:
+        """How an error names the sample in ``row``."""
+        if self.names is None:
+            return f"row {row}"
+        name = self.names[row].item() if isinstance(self.names, Tensor) else self.names[row]
+        return f"sample {self.names_kind} {name!r}, row {row}"
+
+    @property
+    def kept_rows(self) -> int:
+        """Rows that are not padding."""
+        return self.rows if self.keep is None else len(self.keep)
+
+
+def _select_rows(sample: Mapping[str, Any], keep: Tensor, rows: int) -> dict[str, Any]:
+    """A new dict with only the ``keep`` rows of every per-row entry (tensors by dim 0, lists by position)."""
+    positions: list[int] | None = None
+    out: dict[str, Any] = {}
+    for key, value in sample.items():
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == rows:
+            out[key] = value.index_select(0, keep.to(value.device, non_blocking=True))
+        elif isinstance(value, (list, tuple)) and len(value) == rows:
+            positions = keep.tolist() if positions is None else positions
+            selected = [value[i] for i in positions]
+            out[key] = tuple(selected) if isinstance(value, tuple) else selected
+        else:
+            out[key] = value
+    return out
+
+
 class CrumpetsModule(LightningModule):
     """LightningModule base for crumpets-style dict models.
 
@@ -107,14 +225,16 @@ class CrumpetsModule(LightningModule):
         optimizer: Callable building the optimizer from the parameters (YAML: ``class_path`` of an optimizer).
         scheduler: Callable building an LR scheduler from the optimizer (YAML: ``class_path``, e.g.
             ``crumpets_lightning.modules.PolyPolicy``). crumpets policies whose length was left open get it
-            from ``trainer.max_epochs``/``max_steps`` and the DataModule's steps per epoch.
+            at ``on_train_start`` from ``trainer.max_epochs``/``max_steps`` and the Trainer's batches per
+            epoch (after ``limit_train_batches``) divided by ``accumulate_grad_batches``.
         scheduler_interval: ``"step"`` (crumpets policies are per iteration) or ``"epoch"``.
         scheduler_monitor: Logged value a ``ReduceLROnPlateau`` watches (stepped per epoch).
         randomizer: Pixel augmentation applied to training batches on the device.
         normalize: ``True`` for ImageNet normalisation of uint8 images, ``False`` for none, or a
             :class:`~crumpets_lightning.modules.utils.Normalize`.
         val_loss: Loss for validation/test (default: ``loss``).
-        val_metric: Metric for validation/test (default: a copy of ``metric``).
+        val_metric: Metric for validation/test (default: a copy of ``metric``). Metrics must accept a
+            batch of zero rows (a rank's batch may be all padding under DDP); the package's metrics do.
         input_key: Key of the network input (the normalised image).
         output_key: Key the default :meth:`forward` stores the network output under.
 
@@ -163,9 +283,14 @@ class CrumpetsModule(LightningModule):
         self.train_metrics = nn.ModuleDict(train_metrics)
         self.val_metrics = nn.ModuleDict(copy.deepcopy(_named_metrics(eval_source)))
         self.test_metrics = nn.ModuleDict(copy.deepcopy(_named_metrics(eval_source)))
+        # the logged losses: exact sums over rows, reduced across ranks when computed
+        self.train_loss_mean = _WeightedMean()
+        self.val_loss_mean = _WeightedMean()
+        self.test_loss_mean = _WeightedMean()
         #: ``{"{stage}/{name}": value}`` of metrics that cannot be logged as scalars (e.g. a confusion
         #: matrix), computed at the end of each epoch.
         self.epoch_metric_values: dict[str, Any] = {}
+        self._host_batch: _HostBatch | None = None
 
     # -- model --------------------------------------------------------------------------------------------
 
@@ -193,42 +318,85 @@ class CrumpetsModule(LightningModule):
 
     # -- steps --------------------------------------------------------------------------------------------
 
-    def _batch_size(self, batch: Mapping[str, Any]) -> int:
-        value = batch.get(self.input_key)
-        if isinstance(value, Tensor) and value.dim() > 0:
-            return int(value.shape[0])
-        for value in batch.values():
-            if isinstance(value, Tensor) and value.dim() > 0:
-                return int(value.shape[0])
-        return 1
-
     def _stage_metrics(self, stage: str) -> dict[str, Metric]:
         metrics = getattr(self, f"{stage}_metrics")
         assert isinstance(metrics, nn.ModuleDict)
         return {name: cast(Metric, metric) for name, metric in metrics.items()}
 
+    def _stage_loss(self, stage: str) -> nn.Module | None:
+        return self.loss if stage == "train" or self.val_loss is None else self.val_loss
+
+    def _class_checks(self, stage: str | None = None) -> list[_ClassCheck]:
+        """Class-range checks of the loss and metrics of ``stage`` (all stages for ``None``)."""
+        stages = ("train", "val", "test") if stage is None else (stage,)
+        modules: list[nn.Module | None] = []
+        for name in stages:
+            modules.append(self._stage_loss(name))
+            modules.extend(self._stage_metrics(name).values())
+        return _class_checks(modules)
+
+    def _host_record(self, batch: Mapping[str, Any]) -> _HostBatch:
+        """The record ``on_before_batch_transfer`` kept of this batch, or one made from the batch itself."""
+        rows = _rows(batch, self.input_key)
+        record, self._host_batch = self._host_batch, None
+        if record is None or record.rows != rows:
+            record = _HostBatch.of(batch, rows, {check.target_key for check in self._class_checks()})
+        return record
+
+    def _check_labels(self, output: Mapping[str, Any], record: _HostBatch, stage: str) -> None:
+        """Raise if a host-side label is outside the classes of the output it is scored against.
+
+        Raises:
+            ValueError: Naming the loss/metric, the number of classes, the bad labels and their samples.
+        """
+        for check in self._class_checks(stage):
+            scores = output.get(check.output_key)
+            labels = record.labels.get(check.target_key)
+            if not isinstance(scores, Tensor) or scores.dim() < 2 or labels is None:
+                continue
+            if labels.is_floating_point() or labels.is_complex() or labels.shape[0] != record.rows:
+                continue  # not class labels: the loss itself says what is wrong
+            num_classes = int(scores.shape[1])
+            bad = out_of_range_labels(labels, num_classes, check.ignore_index)
+            if bool(bad.any()):
+                ignore = "" if check.ignore_index is None else f" (or the ignore_index {check.ignore_index})"
+                raise ValueError(
+                    f"{check.owner}: label(s) out of range in this {stage} batch: the network output "
+                    f"sample[{check.output_key!r}] has {num_classes} classes (shape {tuple(scores.shape)}), so "
+                    f"sample[{check.target_key!r}] must be in [0, {num_classes}){ignore}, but got "
+                    f"{_describe_bad_labels(labels, bad, record.name)}. Fix these samples' labels, or give the "
+                    f"network as many outputs as the data set has classes (its largest label + 1)"
+                )
+
     def _step(self, batch: Mapping[str, Any], stage: str) -> Tensor | None:
         if not isinstance(batch, Mapping):
             raise TypeError(f"{type(self).__name__} expects dict batches but got {type(batch).__name__}")
+        record = self._host_record(batch)
         output = self(self.normalize_sample(batch))
-        batch_size = self._batch_size(batch)
-        loss_fn = self.loss if stage == "train" or self.val_loss is None else self.val_loss
+        self._check_labels(output, record, stage)
+        rows = record.rows
+        if stage != "train" and record.keep is not None:
+            output = _select_rows(output, record.keep, rows)
+            rows = record.kept_rows
+        loss_fn = self._stage_loss(stage)
         loss = None
         if loss_fn is not None:
-            loss = loss_fn(output)
+            loss_mean = cast(_WeightedMean, getattr(self, f"{stage}_loss_mean"))
+            if rows:
+                loss = loss_fn(output)
+            if stage == "train":
+                assert loss is not None
+                loss_mean(loss, rows)  # forward: also this step's value (Lightning logs it as train/loss_step)
+            else:
+                loss_mean.update(loss if loss is not None else torch.zeros(()), rows)
+            # logged every step on every rank (a batch of padding only adds nothing): ranks compute together
             self.log(
-                f"{stage}/loss",
-                loss,
-                on_step=stage == "train",
-                on_epoch=True,
-                prog_bar=True,
-                batch_size=batch_size,
-                sync_dist=stage != "train",
+                f"{stage}/loss", loss_mean, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=rows
             )
         for name, metric in self._stage_metrics(stage).items():
             metric.update(output)
             if _logs_scalar(metric):
-                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=batch_size)
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=rows)
         return loss
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -251,8 +419,12 @@ class CrumpetsModule(LightningModule):
         return self._step(batch, "test")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Any:
-        """Return the network output (``output_key``) of a normalised batch."""
-        return self(self.normalize_sample(batch))[self.output_key]
+        """Return the network output (``output_key``) of a normalised batch, without its padding rows."""
+        record = self._host_record(batch)
+        output = self(self.normalize_sample(batch))
+        if record.keep is not None:
+            output = _select_rows(output, record.keep, record.rows)
+        return output[self.output_key]
 
     def _finish_epoch(self, stage: str) -> None:
         for name, metric in self._stage_metrics(stage).items():
@@ -274,24 +446,32 @@ class CrumpetsModule(LightningModule):
 
     # -- hooks --------------------------------------------------------------------------------------------
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Keep the host side of the batch: its padding rows, sample keys and class labels (no copies)."""
+        if isinstance(batch, Mapping):
+            labels = {check.target_key for check in self._class_checks()}
+            self._host_batch = _HostBatch.of(batch, _rows(batch, self.input_key), labels)
+        return batch
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Apply the randomizer to training batches (never in validation, test, predict or sanity check)."""
         if self.randomizer is not None and self._trainer is not None and self.trainer.training:
             batch = self.randomizer(batch)
         return batch
 
-    def setup(self, stage: str) -> None:
-        """Turn a DataModule's ``num_mini_batches`` into gradient accumulation (one optimizer step per batch)."""
-        if stage != "fit" or self._trainer is None:
-            return
-        trainer = self.trainer
-        mini_batches = getattr(getattr(trainer, "datamodule", None), "num_mini_batches", 1)
-        if isinstance(mini_batches, int) and mini_batches > 1 and trainer.accumulate_grad_batches == 1:
-            trainer.accumulate_grad_batches = mini_batches
-            rank_zero_info(
-                f"CrumpetsModule: accumulating gradients over num_mini_batches={mini_batches} steps "
-                f"(one optimizer step per crumpets batch)"
-            )
+    def on_train_start(self) -> None:
+        """Size crumpets LR policies whose length was left open (call ``super()`` when overriding this).
+
+        The Trainer's train loader is set up (and, on resume, its saved state loaded) by now, so its length is
+        read without building anything. A policy restored from a checkpoint keeps its saved length.
+        """
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, CrumpetsPolicy) and (
+                not scheduler.length_known or scheduler.steps_per_epoch is None
+            ):
+                steps_per_epoch = self._scheduler_steps_per_epoch(config.interval)
+                scheduler.configure_length(self._training_epochs(steps_per_epoch, config.interval), steps_per_epoch)
 
     # -- optimisation -------------------------------------------------------------------------------------
 
@@ -304,40 +484,37 @@ class CrumpetsModule(LightningModule):
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config = {"scheduler": scheduler, "interval": "epoch", "monitor": self.scheduler_monitor}
             return {"optimizer": optimizer, "lr_scheduler": config}
-        if isinstance(scheduler, CrumpetsPolicy) and (not scheduler.length_known or scheduler.steps_per_epoch is None):
-            steps_per_epoch = self._optimizer_steps_per_epoch()
-            scheduler.configure_length(self._training_epochs(steps_per_epoch), steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
-    def _optimizer_steps_per_epoch(self) -> int:
-        """Scheduler steps per epoch: optimizer steps for ``"step"`` intervals, 1 for ``"epoch"``."""
-        if self.scheduler_interval == "epoch":
+    def _scheduler_steps_per_epoch(self, interval: str) -> int:
+        """Scheduler steps per epoch: optimizer steps for ``"step"`` intervals, 1 for ``"epoch"``.
+
+        Raises:
+            RuntimeError: If the train loader has no length.
+        """
+        if interval == "epoch":
             return 1
         trainer = self.trainer
+        batches = trainer.num_training_batches  # after limit_train_batches / overfit_batches
+        if not batches or batches == math.inf:
+            raise RuntimeError(
+                f"Cannot size the LR policy: the training loader has {batches} batches per epoch; give the "
+                f"policy num_epochs and steps_per_epoch, or use a loader with a length"
+            )
         accumulate = max(1, int(trainer.accumulate_grad_batches))
-        steps_method = getattr(getattr(trainer, "datamodule", None), "train_steps_per_epoch", None)
-        if callable(steps_method):
-            batches = int(steps_method())
-            limit = trainer.limit_train_batches
-            if isinstance(limit, int):
-                batches = min(batches, limit)
-            elif limit is not None and limit < 1.0:
-                batches = int(batches * limit)
-        else:
-            # builds the train loader now; DataModules with train_steps_per_epoch() avoid that
-            _ = trainer.estimated_stepping_batches
-            batches = int(trainer.num_training_batches)
-        if batches <= 0 or batches == math.inf:
-            raise RuntimeError(f"Cannot size the LR policy: the training loader has {batches} batches per epoch")
-        return max(1, math.ceil(batches / accumulate))
+        return max(1, math.ceil(int(batches) / accumulate))
 
-    def _training_epochs(self, steps_per_epoch: int) -> float:
-        """Length of training in (fractional) epochs from ``max_epochs`` and ``max_steps``."""
+    def _training_epochs(self, steps_per_epoch: int, interval: str) -> float:
+        """Length of training in (fractional) epochs from ``max_epochs`` and ``max_steps``.
+
+        Raises:
+            RuntimeError: If the Trainer has neither.
+        """
         trainer = self.trainer
         candidates: list[float] = []
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
             candidates.append(float(trainer.max_epochs))
-        if trainer.max_steps is not None and trainer.max_steps > 0 and self.scheduler_interval == "step":
+        if trainer.max_steps is not None and trainer.max_steps > 0 and interval == "step":
             candidates.append(trainer.max_steps / steps_per_epoch)
         if not candidates:
             raise RuntimeError(

@@ -7,8 +7,9 @@ the formula of each policy is in its ``_factor`` method. Past the end of the sch
 ``num_epochs`` so the learning rate stays at its final, real, non-negative value.
 
 The length may be left open (``num_epochs=None``, ``steps_per_epoch=None``) so YAML configs need not know
-the loader length: :meth:`configure_length` fills it in (CrumpetsModule does so from ``trainer.max_epochs``
-and the DataModule). Used standalone, ``steps_per_epoch=None`` means 1 (one step per epoch).
+the loader length: :meth:`configure_length` fills it in (CrumpetsModule does so at ``on_train_start`` from
+``trainer.max_epochs``/``max_steps`` and the Trainer's batches per epoch). Used standalone,
+``steps_per_epoch=None`` means 1 (one step per epoch).
 
 Example::
 
@@ -100,7 +101,8 @@ class CrumpetsPolicy(LRScheduler):
         if step > 0 and not self.length_known:
             raise RuntimeError(
                 f"{type(self).__name__} was stepped but its length is unknown: pass num_epochs=... or call "
-                f"configure_length(num_epochs, steps_per_epoch) before training (CrumpetsModule does this)"
+                f"configure_length(num_epochs, steps_per_epoch) before training (CrumpetsModule does this in "
+                f"on_train_start: call super().on_train_start() if you override it)"
             )
         if not self.length_known:
             return list(self.base_lrs)

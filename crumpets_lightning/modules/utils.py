@@ -90,17 +90,32 @@ class Normalize(nn.Module):
 class Unpacker(nn.Module):
     """Make a tensor-in/tensor-out network dict-in/dict-out: ``output = net(sample[input_key])``.
 
+    As crumpets' ``Unpacker`` did, a uint8 input (the loader's images) is handed to the network as
+    ``float32`` with the same values, 0..255 (``.float()``: no scaling, no normalisation; put a
+    :class:`Normalize` in front of the network, or use ``CrumpetsModule``, which normalises, for that).
+    Inputs of other dtypes are passed as they are.
+
     Args:
         net: The network.
         input_key: Key of its input in the sample.
         output_key: Key its output is stored under in the returned dict.
+        float_input: Whether a uint8 input is converted to ``float32`` (crumpets' behaviour).
+
+    Example::
+
+        >>> net = Unpacker(nn.Conv2d(3, 4, 3))
+        >>> net({"image": torch.zeros(2, 3, 8, 8, dtype=torch.uint8)})["output"].shape
+        torch.Size([2, 4, 6, 6])
     """
 
-    def __init__(self, net: nn.Module, input_key: str = "image", output_key: str = "output") -> None:
+    def __init__(
+        self, net: nn.Module, input_key: str = "image", output_key: str = "output", float_input: bool = True
+    ) -> None:
         super().__init__()
         self.net = net
         self.input_key = input_key
         self.output_key = output_key
+        self.float_input = float_input
 
     def forward(self, sample: Mapping[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Return a new dict: ``sample`` plus ``output_key`` (the input dict is not modified).
@@ -110,6 +125,9 @@ class Unpacker(nn.Module):
         """
         if self.input_key not in sample:
             raise KeyError(f"Unpacker needs sample[{self.input_key!r}] but the sample has only {sorted(sample)}")
+        value = sample[self.input_key]
+        if self.float_input and isinstance(value, Tensor) and value.dtype == torch.uint8:
+            value = value.float()
         out = dict(sample)
-        out[self.output_key] = self.net(sample[self.input_key], *args, **kwargs)
+        out[self.output_key] = self.net(value, *args, **kwargs)
         return out

@@ -171,29 +171,80 @@ def test_policy_length_filled_from_trainer() -> None:
 
 
 class _MiniBatchData(lightning.LightningDataModule):
+    """A DataModule with crumpets mini-batches: the module must read nothing of it."""
+
     num_mini_batches = 2
 
     def train_dataloader(self) -> DataLoader:
         return _loader(64, 8)
 
     def train_steps_per_epoch(self) -> int:
-        return 8
+        raise AssertionError("CrumpetsModule must not read the DataModule")
 
 
-def test_num_mini_batches_become_gradient_accumulation() -> None:
+@pytest.mark.parametrize(("accumulate", "optimizer_steps"), [(2, 4), (1, 8)])
+def test_gradient_accumulation_is_the_trainers_and_sizes_the_policy(accumulate: int, optimizer_steps: int) -> None:
+    # C3: the user passes accumulate_grad_batches (= num_mini_batches); the module never rewrites it
     model = CrumpetsModule(
         net=_net(),
         loss=CrossEntropyLoss(),
         optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
         scheduler=lambda o: PolyPolicy(o),
     )
-    trainer = _trainer(max_epochs=1, limit_val_batches=0)
+    trainer = _trainer(max_epochs=1, limit_val_batches=0, accumulate_grad_batches=accumulate)
     trainer.fit(model, datamodule=_MiniBatchData())
-    assert trainer.accumulate_grad_batches == 2
-    assert trainer.global_step == 4  # 8 mini-batches -> 4 optimizer steps
+    assert trainer.accumulate_grad_batches == accumulate
+    assert trainer.global_step == optimizer_steps  # 8 steps of 8 rows
     scheduler = trainer.lr_scheduler_configs[0].scheduler
-    assert scheduler.steps_per_epoch == 4 and scheduler.num_epochs == 1
-    assert scheduler.last_epoch == 4 and math.isclose(scheduler.get_last_lr()[0], 0.0, abs_tol=1e-12)
+    assert scheduler.steps_per_epoch == optimizer_steps and scheduler.num_epochs == 1
+    assert scheduler.last_epoch == optimizer_steps and math.isclose(scheduler.get_last_lr()[0], 0.0, abs_tol=1e-12)
+
+
+def _policy_lrs(**trainer_kwargs: Any) -> tuple[Any, list[float]]:
+    model = CrumpetsModule(
+        net=_net(),
+        loss=CrossEntropyLoss(),
+        optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        scheduler=lambda o: PolyPolicy(o, power=1.0),
+    )
+    recorder = _Recorder()
+    trainer = _trainer(callbacks=[recorder], limit_val_batches=0, **trainer_kwargs)
+    trainer.fit(model, _loader(64, 16))  # 4 batches per epoch
+    return trainer.lr_scheduler_configs[0].scheduler, recorder.lrs
+
+
+@pytest.mark.parametrize(
+    ("trainer_kwargs", "steps_per_epoch", "num_epochs", "batches"),
+    [
+        ({"max_epochs": 2, "limit_train_batches": 3}, 3, 2.0, 6),
+        ({"max_epochs": 2, "limit_train_batches": 0.5}, 2, 2.0, 4),
+        ({"max_epochs": 3, "max_steps": 5}, 4, 5 / 4, 5),
+        ({"max_steps": 6}, 4, 6 / 4, 6),
+        # 3 batches, accumulating 2: optimizer steps after batches 2 and 3 (the epoch's last)
+        ({"max_epochs": 2, "limit_train_batches": 3, "accumulate_grad_batches": 2}, 2, 2.0, 6),
+    ],
+)
+def test_policy_is_sized_by_the_trainers_limits(
+    trainer_kwargs: dict[str, Any], steps_per_epoch: int, num_epochs: float, batches: int
+) -> None:
+    scheduler, lrs = _policy_lrs(**trainer_kwargs)
+    assert scheduler.steps_per_epoch == steps_per_epoch and scheduler.num_epochs == pytest.approx(num_epochs)
+    assert len(lrs) == batches
+    assert scheduler.last_epoch == round(steps_per_epoch * num_epochs)
+    # the schedule ends at lr 0 exactly when training ends
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_policy_without_a_loader_length_says_what_to_do() -> None:
+    class _Endless(torch.utils.data.IterableDataset):
+        def __iter__(self) -> Any:
+            dataset = _Bright(16)
+            while True:
+                yield from (dataset[i] for i in range(len(dataset)))
+
+    model = CrumpetsModule(net=_net(), loss=CrossEntropyLoss(), scheduler=lambda o: PolyPolicy(o))
+    with pytest.raises(RuntimeError, match=r"Cannot size the LR policy.*num_epochs and steps_per_epoch"):
+        _trainer(max_epochs=1, limit_val_batches=0).fit(model, DataLoader(_Endless(), batch_size=4))
 
 
 def test_confusion_matrix_is_kept_not_logged() -> None:
