@@ -82,7 +82,8 @@ def test_unpacker_example_with_crumpets_argument_order_and_uint8_input() -> None
 
 def test_training_example_builds_and_trains_a_crumpets_style_loop() -> None:
     given = _given()
-    net_scope = run(port(TRAINING_CRUMPETS_IMPORTS, NET_BODY), given)
+    # `network = Unpacker(Net())` wraps the docs' second Net, the one that takes a tensor (`return foo(sample)`)
+    net_scope = run(port(TRAINING_CRUMPETS_IMPORTS, UNPACKER_BODY), given)
     scope = run(port(TRAINING_CRUMPETS_IMPORTS, TRAINING_BODY), {**given, "Net": net_scope["Net"]})
     network, train, loss, metric = scope["network"], scope["train"], scope["loss"], scope["metric"]
     optimizer, scheduler = scope["optimizer"], scope["scheduler"]
