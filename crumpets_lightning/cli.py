@@ -163,6 +163,20 @@ _SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+def _model_hint() -> str:
+    """Which models ``--model`` accepts: the short names of the imported ``CrumpetsModule`` subclasses."""
+    from crumpets_lightning.modules.module import CrumpetsModule
+
+    found, stack = [], [CrumpetsModule]
+    while stack:
+        cls = stack.pop()
+        found.append(cls.__name__)
+        stack.extend(cls.__subclasses__())
+    return "--model takes a CrumpetsModule subclass by import path (my_package.MyModel) or by short name: " + ", ".join(
+        sorted(set(found))
+    )
+
+
 def _raising_parser_kwargs() -> dict[str, Any]:
     """``LightningCLI`` parser arguments that make a parse error an exception (printed as one line by main)."""
     kwargs: dict[str, Any] = {"prog": "crumpets-lightning", "exit_on_error": False}
@@ -219,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "add --debug to see the traceback"
         if type(error).__name__ == "ArgumentError" and command in _LIGHTNING_COMMANDS:
             hint = f"run `crumpets-lightning {command} --help` for the accepted options"
+            if 'Parser key "model"' in str(error):
+                hint = f"{_model_hint()}; {hint}"
         print(f"crumpets-lightning {command}: {_one_line(error)} ({hint})", file=sys.stderr)
         return 2
 

@@ -132,6 +132,13 @@ def test_bad_command_line_value_is_one_line_naming_the_option_and_help(capsys: p
     assert "data.batch_size" in err and "abc" in err and "crumpets-lightning fit --help" in err
 
 
+def test_unknown_model_is_one_line_naming_the_models_there_are(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--model", "NoSuchNet"]) == 2
+    err = _one_line_error(capsys)
+    assert "NoSuchNet" in err and "import path (my_package.MyModel)" in err
+    assert "DemoNet" in err and "CrumpetsModule" in err
+
+
 def test_bad_yaml_value_reaching_the_datamodule_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("seed_everything: false\nmodel:\n  class_path: DemoNet\ndata:\n  batch_size: 0\n")
