@@ -12,7 +12,7 @@ import pytest
 
 from crumpets_lightning.data.errors import SampleError
 from crumpets_lightning.data.loader.loader import TurboDataLoader
-from crumpets_lightning.data.sources.datasets import ImageFolderDataset, MsgpackDataset, open_source, write_msgpack
+from crumpets_lightning.data.sources import ImageFolderDataset, MsgpackDataset, open_source, write_msgpack
 from crumpets_lightning.data.transport.codec import pack_sample, unpack_sample
 from tests.data._helpers import DecodeWorker, collect, concat, photo_crops
 
@@ -26,7 +26,8 @@ def test_write_then_read_msgpack_round_trip(tmp_path):
     path = tmp_path / "data.msgpack"
     assert write_msgpack(samples, path, progress=seen.append) == 7
     assert seen == list(range(1, 8))
-    assert [p.name for p in tmp_path.iterdir()] == ["data.msgpack"]  # no temp file left
+    # the file and its datadings index (offsets, keys); no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.msgpack", "data.msgpack.keys", "data.msgpack.offsets"]
     dataset = MsgpackDataset(path)
     assert len(dataset) == 7
     for i in (0, 3, -1):
