@@ -1,4 +1,7 @@
-"""``CrumpetsDataModule``: the crumpets loader as a ``LightningDataModule``, and the per-step loader it returns.
+"""``CrumpetsDataModule``: the crumpets loader as a ``LightningDataModule``.
+
+Each ``*_dataloader()`` returns a :class:`~crumpets_lightning.data.loader.steps.StepLoader`: one batch dict
+per Lightning step, straight from the loader's epoch plan (``len()`` comes from the plan).
 
 The DataModule follows the rules Lightning imposes on custom loaders (SPEC section 3):
 
@@ -7,7 +10,8 @@ The DataModule follows the rules Lightning imposes on custom loaders (SPEC secti
 * every ``iter()`` of a loader is a full epoch of exactly ``len()`` steps, also after an abandoned iterator
   (sanity check, ``limit_*_batches``, early stopping);
 * shards come from ``trainer.global_rank`` / ``trainer.world_size`` read in ``setup()``; every rank gets the
-  same number of steps; evaluation loaders pad the last rank's shard with repeats instead of dropping;
+  same number of steps; evaluation loaders pad shards with repeats instead of dropping, marked
+  ``batch["padding"]`` so that the model can leave them out (exact evaluation under DDP);
 * the training loader is stateful: Lightning stores its ``state_dict()`` in checkpoints and resuming
   mid-epoch continues with exactly the batches an uninterrupted run would have produced. Lightning's
   fetcher only prefetches a batch ahead for loaders *without* ``len()``; ours have one, so when a
@@ -20,22 +24,21 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import SequentialSampler
 from typing_extensions import override
 
 from crumpets_lightning.data.augment.rng import RNG
+from crumpets_lightning.data.loader.steps import StepLoader
 from crumpets_lightning.data.workers.base import Worker
 
-if TYPE_CHECKING:
-    from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
-
-__all__ = ["CrumpetsDataModule", "MiniBatchLoader"]
+__all__ = ["CrumpetsDataModule"]
 
 #: A data source: a path (msgpack file or image folder) or a random-access sequence of samples.
 Source = str | Path | Sequence[Any]
@@ -44,152 +47,63 @@ _STAGES = ("train", "val", "test", "predict")
 _STAGE_SOURCES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
-class MiniBatchLoader:
-    """What each ``*_dataloader()`` of :class:`CrumpetsDataModule` returns: one batch dict per Lightning step.
+class _SequentialEpochSampler(SequentialSampler):
+    """The ``sampler`` of a loader that does not shuffle: a ``SequentialSampler`` forwarding ``set_epoch``.
 
-    Wraps a :class:`~crumpets_lightning.data.loader.torch_loader.TorchTurboDataLoader` and flattens its crumpets
-    mini-batches into consecutive steps, so a crumpets batch of ``batch_size`` samples split into
-    ``num_mini_batches`` mini-batches becomes ``num_mini_batches`` steps (use gradient accumulation over
-    ``num_mini_batches`` steps for one optimizer step per crumpets batch; ``CrumpetsModule`` sets it up).
-
-    Each step yields a ``dict``: ``"image"`` (uint8 ``[B, C, H, W]``), ``"label"`` (``[B, 1]``),
-    ``"augmentation"`` (float32 ``[B, 8]``) and whatever else the worker writes, as CPU tensors viewing
-    shared memory (no copy); per-sample lists the worker appends stay lists.
-
-    ``iter()`` starts nothing; the loader's processes start at the first ``next()``. Every ``iter()`` is a
-    new epoch of exactly ``len()`` steps, also after an abandoned iterator. ``state_dict()`` /
-    ``load_state_dict()`` let Lightning store the position in checkpoints and resume mid-epoch, also in the
-    middle of a crumpets batch.
-
-    Args:
-        loader: the crumpets loader to wrap (not started).
-        steps_per_epoch: the number of steps each epoch yields (``len()``).
-        pin_memory: copy each batch's tensors into pinned (page-locked) host memory, which makes
-            Lightning's non-blocking copies to a GPU faster (costs one copy on the CPU).
+    Under ``Trainer(overfit_batches=...)`` Lightning replaces every loader whose sampler is not a
+    ``SequentialSampler`` by a rebuilt torch ``DataLoader``, which our loaders cannot be.
     """
 
-    #: Lightning looks for a batch sampler next to ``sampler``; this loader has none.
-    batch_sampler: None = None
+    def __init__(self, data_source: Sized, sampler: Any) -> None:
+        super().__init__(data_source)
+        self._sampler = sampler
 
-    def __init__(self, loader: TorchTurboDataLoader, steps_per_epoch: int, pin_memory: bool = False) -> None:
-        self.loader = loader
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.pin_memory = bool(pin_memory)
-        self.num_mini_batches = int(loader.num_mini_batches)
-        # Position inside the current crumpets batch: mini-batches of it already yielded, and the loader
-        # state from before it was fetched (needed to save a checkpoint taken in the middle of a batch).
-        self._mini_batches_done = 0
-        self._state_before_batch: dict[str, Any] | None = None
-        self._resume_skip = 0
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the loader's sampler (sets the epoch of the next iteration)."""
+        self._sampler.set_epoch(epoch)
+
+
+class _InOrderStepLoader(StepLoader):
+    """A :class:`StepLoader` whose loader does not shuffle; its ``sampler`` is a ``SequentialSampler``."""
 
     @property
+    @override
     def sampler(self) -> Any:
-        """An object with ``set_epoch(epoch)`` (Lightning calls it at the start of every training epoch)."""
-        return self.loader.sampler
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._epoch()
-
-    def _epoch(self) -> Iterator[dict[str, Any]]:
-        # A generator: nothing below runs until the first next(), so iter() starts no work.
-        skip, self._resume_skip = self._resume_skip, 0
-        track = self.num_mini_batches > 1
-        self._mini_batches_done = 0
-        self._state_before_batch = None
-        batches = iter(self.loader)
-        while True:
-            state = self.loader.state_dict() if track else None
-            try:
-                _, mini_batches = next(batches)
-            except StopIteration:
-                return
-            self._state_before_batch = state
-            self._mini_batches_done = skip
-            for mini_batch in mini_batches[skip:]:
-                self._mini_batches_done += 1
-                yield _pinned(mini_batch) if self.pin_memory else mini_batch
-            skip = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """The position in the current epoch, for checkpoints.
-
-        Returns:
-            ``{"loader": <TurboDataLoader state>, "mini_batch": <mini-batches of the current batch done>}``.
-        """
-        if self._resume_skip:  # loaded but not iterated yet: the pending resume point
-            return {"loader": self.loader.state_dict(), "mini_batch": self._resume_skip}
-        if 0 < self._mini_batches_done < self.num_mini_batches and self._state_before_batch is not None:
-            return {"loader": dict(self._state_before_batch), "mini_batch": self._mini_batches_done}
-        return {"loader": self.loader.state_dict(), "mini_batch": 0}
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`: the next ``iter()`` yields only the rest of that epoch.
-
-        Args:
-            state_dict: a dict returned by :meth:`state_dict`.
-
-        Raises:
-            ValueError: if ``state_dict`` was not made by this class or does not match this loader.
-        """
-        if not isinstance(state_dict, Mapping) or "loader" not in state_dict:
-            raise ValueError(
-                f"Expected a state dict of MiniBatchLoader with keys 'loader' and 'mini_batch' but got "
-                f"{state_dict!r}; was the checkpoint written with a different data loader?"
-            )
-        skip = int(state_dict.get("mini_batch", 0))
-        if not 0 <= skip < self.num_mini_batches:
-            raise ValueError(
-                f"The checkpoint is {skip} mini-batches into a batch but this loader has num_mini_batches="
-                f"{self.num_mini_batches}; resume with the num_mini_batches the checkpoint was written with"
-            )
-        self.loader.load_state_dict(dict(state_dict["loader"]))
-        self._resume_skip = skip
-        self._mini_batches_done = 0
-        self._state_before_batch = None
-
-    def stop(self) -> None:
-        """Stop the loader's processes and free its shared memory (idempotent; it restarts when iterated)."""
-        self.loader.stop()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(steps_per_epoch={self.steps_per_epoch}, loader={self.loader!r})"
+        """A ``SequentialSampler`` over the source with ``set_epoch`` (forwarded to the loader)."""
+        return _SequentialEpochSampler(self.dataset, self.loader.sampler)
 
 
-def _pinned(batch: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.pin_memory() if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
-
-
-def _stop_loaders(loaders: dict[str, MiniBatchLoader]) -> None:
+def _stop_loaders(loaders: dict[str, StepLoader]) -> None:
     for loader in list(loaders.values()):
         loader.stop()
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"Expected argument `{name}` to be a positive int but got {value!r}")
-    return int(value)
 
 
 class CrumpetsDataModule(pl.LightningDataModule):
     """Image data through the crumpets loader (ZeroMQ + shared memory workers) for a Lightning ``Trainer``.
 
-    Each source is a path (a msgpack file of samples or an image folder ``class_name/*.jpg``) or a
-    random-access sequence of samples (dicts or msgpack bytes). With ``worker=None`` every sample is decoded
-    and augmented by a ``ClassificationWorker`` into a ``channels x image_size`` uint8 image and a ``[1]``
-    int64 label: training draws random augmentation from ``train_rng``; evaluation (val/test/predict) uses
-    the fixed ``val_params`` and no randomness.
+    Each source is a path (a msgpack file of samples, an image folder ``class_name/*.jpg``, or what else
+    :func:`~crumpets_lightning.data.sources.open_source` accepts) or a random-access sequence of samples
+    (dicts or msgpack bytes). Path sources are checked when the DataModule is built. With ``worker=None``
+    every sample is decoded and augmented by a ``ClassificationWorker`` into a ``channels x image_size`` uint8
+    image and a ``[1]`` int64 label: training draws random augmentation from ``train_rng``; evaluation
+    (val/test/predict) uses the fixed ``val_params`` and no randomness.
 
-    Evaluation loaders never shuffle or drop samples; under DDP the last rank's shard is padded with
-    repeats of the first samples so that every rank runs the same number of steps (those few samples are
-    evaluated twice). Training loaders shuffle per epoch from ``seed`` and, with ``drop_last``, drop the
-    samples that do not fill a whole batch on every rank.
+    Evaluation loaders never shuffle or drop samples; under DDP the shards are padded with repeats so that
+    every rank runs the same number of steps, and the repeated rows are marked ``batch["padding"]`` so that
+    ``CrumpetsModule`` leaves them out of losses, metrics and predictions. Training loaders shuffle per epoch
+    from ``seed`` and, with ``drop_last``, drop the samples that do not fill a whole batch on every rank.
+
+    With ``num_mini_batches > 1`` every batch of ``batch_size`` samples becomes ``num_mini_batches`` steps;
+    the Trainer must accumulate their gradients: ``Trainer(accumulate_grad_batches=num_mini_batches)``.
+
+    Lightning's tools work as with a torch ``DataLoader``: ``Tuner.scale_batch_size`` (``batch_size`` is
+    capped at the training samples per rank once the source is open), ``Tuner.lr_find``,
+    ``overfit_batches`` (the first batches, in order, without augmentation, every epoch) and
+    ``reload_dataloaders_every_n_epochs``. A loader is rebuilt whenever a setting it depends on changed.
 
     Example::
 
-        datamodule = CrumpetsDataModule("train.msgpack", "val.msgpack", batch_size=64, image_size=(224, 224))
+        datamodule = CrumpetsDataModule("train.msgpack", "val.msgpack", batch_size=64, image_size=224)
         trainer = Trainer(max_epochs=10)
         trainer.fit(model, datamodule=datamodule)
 
@@ -198,9 +112,9 @@ class CrumpetsDataModule(pl.LightningDataModule):
         val: validation samples (same kinds as ``train``).
         test: test samples (same kinds as ``train``).
         predict: samples to predict (same kinds as ``train``).
-        batch_size: samples per crumpets batch (per rank); split into ``num_mini_batches`` steps.
+        batch_size: samples per crumpets batch on each rank; split into ``num_mini_batches`` steps.
         nworkers: worker processes per loader; ``None`` shares the usable CPUs among the local ranks.
-        image_size: output image size as (height, width) in pixels.
+        image_size: output image size: an int for a square, or (height, width) in pixels.
         channels: output image channels: 3 for RGB, 1 for gray.
         worker: a custom worker for every stage instead of the default ``ClassificationWorker``.
         train_rng: random augmentation for training (an ``RNG`` such as ``MixtureRNG``); ``None`` means the
@@ -209,16 +123,24 @@ class CrumpetsDataModule(pl.LightningDataModule):
             preset.
         seed: seed of the shuffle order and of every sample's augmentation (same seed, same batches).
         shuffle: shuffle the training samples every epoch.
+        shuffle_window: for sharded training sources: shuffle the shard order, then the samples within a
+            window of this many (reads stay close together); ``None`` shuffles all samples globally.
         drop_last: drop the last incomplete training batch.
         num_mini_batches: split every training batch into this many steps (``batch_size`` must be divisible
-            by it); evaluation steps have ``batch_size // num_mini_batches`` samples too.
+            by it; set ``Trainer(accumulate_grad_batches=num_mini_batches)``); evaluation steps have
+            ``batch_size // num_mini_batches`` samples too.
         shared_memory: pass batches through shared memory: ``True`` for the default number of slots, an int
             for that many slots, ``False`` to send them through sockets.
         timeout: seconds without progress from the workers before the loader raises.
         pin_memory: copy batches into pinned host memory (faster transfers to a GPU; ignored without CUDA).
         gpu_augmentation: leave pixel augmentations (gamma, contrast, noise, blur) to a GPU ``Randomizer``
-            (set ``randomizer`` on the model); the workers only record their parameters.
+            (the model needs ``randomizer=Randomizer()``); the workers only record their parameters.
         skip_bad_samples: drop samples that fail to decode (counted, with a warning) instead of raising.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it and what it accepts).
+        ValueError: an argument is out of range, or a path source is not a readable data source.
+        FileNotFoundError: a path source does not exist.
     """
 
     def __init__(
@@ -230,13 +152,14 @@ class CrumpetsDataModule(pl.LightningDataModule):
         *,
         batch_size: int = 64,
         nworkers: int | None = None,
-        image_size: tuple[int, int] = (224, 224),
+        image_size: int | tuple[int, int] = (224, 224),
         channels: int = 3,
         worker: Worker | None = None,
         train_rng: RNG | None = None,
         val_params: dict[str, Any] | None = None,
         seed: int = 0,
         shuffle: bool = True,
+        shuffle_window: int | None = None,
         drop_last: bool = True,
         num_mini_batches: int = 1,
         shared_memory: bool | int = True,
@@ -248,57 +171,102 @@ class CrumpetsDataModule(pl.LightningDataModule):
         super().__init__()
         self.sources: dict[str, Source | None] = {"train": train, "val": val, "test": test, "predict": predict}
         for stage, source in self.sources.items():
-            if source is not None and not isinstance(source, (str, os.PathLike, Sequence)):
-                raise TypeError(
-                    f"Expected argument `{stage}` to be a path (msgpack file or image folder) or a sequence of "
-                    f"samples but got {type(source).__name__}"
-                )
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        self.num_mini_batches = _check_positive_int("num_mini_batches", num_mini_batches)
-        if self.batch_size % self.num_mini_batches:
-            raise ValueError(
-                f"Expected argument `batch_size` ({batch_size}) to be divisible by `num_mini_batches` "
-                f"({num_mini_batches})"
-            )
-        self.nworkers = None if nworkers is None else _check_positive_int("nworkers", nworkers)
-        if len(image_size) != 2:
-            raise ValueError(f"Expected argument `image_size` to be (height, width) but got {image_size!r}")
-        height, width = (_check_positive_int("image_size", side) for side in image_size)
-        self.image_size = (height, width)
-        if channels not in (1, 3):
-            raise ValueError(f"Expected argument `channels` to be 1 (gray) or 3 (RGB) but got {channels!r}")
-        self.channels = int(channels)
-        if worker is not None and not isinstance(worker, Worker):
-            raise TypeError(
-                f"Expected argument `worker` to be a crumpets_lightning Worker but got {type(worker).__name__}"
-            )
-        self.worker = worker
-        self.train_rng = train_rng
-        self.val_params = val_params
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        if not isinstance(shared_memory, bool) and (not isinstance(shared_memory, int) or shared_memory < 2):
-            raise ValueError(f"Expected argument `shared_memory` to be a bool or an int >= 2 but got {shared_memory!r}")
-        self.shared_memory = shared_memory
-        if not timeout > 0:
-            raise ValueError(f"Expected argument `timeout` to be a positive number of seconds but got {timeout!r}")
-        self.timeout = float(timeout)
-        self.pin_memory = bool(pin_memory)
-        self.gpu_augmentation = bool(gpu_augmentation)
-        self.skip_bad_samples = bool(skip_bad_samples)
+            _check_source(stage, source)
         self.rank = 0
         self.world_size = 1
         self.local_world_size = 1
         self.datasets: dict[str, Sequence[Any]] = {}
-        self._loaders: dict[str, MiniBatchLoader] = {}
+        self.num_mini_batches = _check_int("num_mini_batches", num_mini_batches, 1, "a positive int")
+        self.batch_size = batch_size  # checked by the property setter
+        self.nworkers = None if nworkers is None else _check_int("nworkers", nworkers, 1, _NWORKERS_ACCEPTS)
+        self.image_size = _check_image_size(image_size)
+        if isinstance(channels, bool) or channels not in (1, 3):
+            raise ValueError(
+                f"Expected argument `channels` to be 1 (gray) or 3 (RGB) but got {channels!r}; "
+                "set channels: 3 for colour images or channels: 1 for gray"
+            )
+        self.channels = int(channels)
+        if worker is not None and not isinstance(worker, Worker):
+            raise TypeError(
+                f"Expected argument `worker` to be a crumpets_lightning Worker instance (e.g. ClassificationWorker "
+                f"or your BufferWorker subclass) or None (the default ClassificationWorker) but got "
+                f"{type(worker).__name__}"
+            )
+        self.worker = worker
+        if train_rng is not None and not isinstance(train_rng, RNG):
+            raise TypeError(
+                f"Expected argument `train_rng` to be an RNG (e.g. MixtureRNG(...), or NoRNG() for no augmentation) "
+                f"or None (the AUGMENTATION_TRAIN preset) but got {type(train_rng).__name__}; in YAML: "
+                "train_rng: {class_path: crumpets_lightning.data.MixtureRNG, init_args: {...}}"
+            )
+        self.train_rng = train_rng
+        self.val_params = _check_val_params(val_params)
+        self.seed = _check_int("seed", seed, 0, "an int >= 0 (the same seed gives the same batches)")
+        self.shuffle = _check_bool("shuffle", shuffle)
+        self.shuffle_window = _check_shuffle_window(shuffle_window, train)
+        self.drop_last = _check_bool("drop_last", drop_last)
+        if isinstance(shared_memory, bool):
+            self.shared_memory: bool | int = shared_memory
+        elif isinstance(shared_memory, (int, np.integer)) and shared_memory >= 2:
+            self.shared_memory = int(shared_memory)
+        else:
+            raise ValueError(
+                f"Expected argument `shared_memory` to be true (the default number of slots), false (send batches "
+                f"through sockets) or an int >= 2 (that many slots) but got {shared_memory!r}"
+            )
+        self.timeout = _check_timeout(timeout)
+        self.pin_memory = _check_bool("pin_memory", pin_memory)
+        self.gpu_augmentation = _check_bool("gpu_augmentation", gpu_augmentation)
+        self.skip_bad_samples = _check_bool("skip_bad_samples", skip_bad_samples)
+        self._loaders: dict[str, StepLoader] = {}
+        self._loader_settings: dict[str, tuple[Any, ...]] = {}
         self._finalizer: weakref.finalize | None = None
+
+    # -- settings ----------------------------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch on each rank (Lightning's ``Tuner.scale_batch_size`` sets it between trials).
+
+        Once the training source is open (after ``setup("fit")``), a larger value is capped at the training
+        samples per rank (a larger batch cannot be filled), rounded down to a multiple of
+        ``num_mini_batches``.
+        """
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        value = _check_int("batch_size", value, 1, "a positive int (samples per batch on each rank)")
+        if value % self.num_mini_batches:
+            raise ValueError(
+                f"Expected argument `batch_size` ({value}) to be divisible by `num_mini_batches` "
+                f"({self.num_mini_batches}); pick a multiple of {self.num_mini_batches}"
+            )
+        limit = self._train_samples_per_rank()
+        if limit is not None and value > limit:
+            capped = limit - limit % self.num_mini_batches
+            if capped > 0:
+                rank_zero_info(
+                    f"CrumpetsDataModule: batch_size {value} is more than the {limit} training samples per rank; "
+                    f"using batch_size {capped}"
+                )
+                value = capped
+        self._batch_size = value
+
+    def _train_samples_per_rank(self) -> int | None:
+        """Training samples one rank sees per epoch (``None`` before the training source is open)."""
+        dataset = self.datasets.get("train") if hasattr(self, "datasets") else None
+        if dataset is None:
+            return None
+        samples = len(dataset)
+        return samples // self.world_size if self.drop_last else -(-samples // self.world_size)
 
     # -- pickling (ddp_spawn): never carry processes, sockets or open files ------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_loaders"] = {}
+        state["_loader_settings"] = {}
         state["_finalizer"] = None
         return state
 
@@ -306,10 +274,15 @@ class CrumpetsDataModule(pl.LightningDataModule):
 
     @override
     def setup(self, stage: str) -> None:
-        """Read the rank layout from the trainer and open the sources ``stage`` needs.
+        """Read the rank layout from the trainer, check the fit configuration and open the sources ``stage`` needs.
 
         Args:
             stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
+
+        Raises:
+            ValueError: ``num_mini_batches > 1`` without matching ``accumulate_grad_batches``;
+                ``gpu_augmentation=True`` with a model that has no ``randomizer``; ``batch_size`` larger
+                than the training samples per rank with ``drop_last=True``; a needed source is missing.
         """
         trainer = self.trainer
         if trainer is not None:
@@ -318,20 +291,28 @@ class CrumpetsDataModule(pl.LightningDataModule):
         else:
             rank, world_size = 0, 1
         if (rank, world_size) != (self.rank, self.world_size):
-            self._stop_all(forget=True)
+            self._stop_all()
             self.rank, self.world_size = rank, world_size
+        if stage == "fit" and trainer is not None:
+            self._check_fit_configuration(trainer)
         for name in _STAGE_SOURCES.get(stage, _STAGES):
             if stage == "fit" and name == "val" and self.sources["val"] is None:
                 continue  # validation is optional while fitting
             self._open(name)
+        if stage == "fit":
+            self._check_batch_fits()
 
     @override
-    def train_dataloader(self) -> MiniBatchLoader:
-        """The training loader (shuffled from ``seed``, random augmentation, this rank's shard)."""
+    def train_dataloader(self) -> StepLoader:
+        """The training loader (shuffled from ``seed``, random augmentation, this rank's shard).
+
+        Under ``Trainer(overfit_batches=...)`` it neither shuffles nor augments (evaluation parameters), so
+        every epoch trains on the same pixels.
+        """
         return self._loader("train")
 
     @override
-    def val_dataloader(self) -> MiniBatchLoader | list[Any]:
+    def val_dataloader(self) -> StepLoader | list[Any]:
         """The validation loader (fixed order, no random augmentation, no sample dropped).
 
         Without a ``val`` source this is an empty list, which tells Lightning to skip validation.
@@ -341,40 +322,74 @@ class CrumpetsDataModule(pl.LightningDataModule):
         return self._loader("val")
 
     @override
-    def test_dataloader(self) -> MiniBatchLoader:
+    def test_dataloader(self) -> StepLoader:
         """The test loader (fixed order, no random augmentation, no sample dropped)."""
         return self._loader("test")
 
     @override
-    def predict_dataloader(self) -> MiniBatchLoader:
+    def predict_dataloader(self) -> StepLoader:
         """The predict loader (fixed order, no random augmentation, no sample dropped)."""
         return self._loader("predict")
 
     @override
     def teardown(self, stage: str) -> None:
         """Stop every loader's worker processes and free their shared memory."""
-        self._stop_all(forget=True)
+        self._stop_all()
 
     @override
     def on_exception(self, exception: BaseException) -> None:
         """Stop every loader: Lightning skips ``teardown()`` when a run fails."""
-        self._stop_all(forget=True)
+        self._stop_all()
 
     def train_steps_per_epoch(self) -> int:
-        """Training steps per epoch on this rank, without starting any process.
-
-        ``CrumpetsModule`` uses it to size per-step LR policies (asking the trainer for
-        ``estimated_stepping_batches`` builds the loaders early and can lose the resume state).
+        """Training steps per epoch on this rank, without starting any process (a convenience for users).
 
         Returns:
             ``len(self.train_dataloader())``.
         """
         return len(self._loader("train"))
 
+    # -- checks ------------------------------------------------------------------------------------------
+
+    def _check_fit_configuration(self, trainer: Any) -> None:
+        accumulate = getattr(trainer, "accumulate_grad_batches", 1)
+        if self.num_mini_batches > 1 and accumulate != self.num_mini_batches:
+            raise ValueError(
+                f"CrumpetsDataModule(num_mini_batches={self.num_mini_batches}) splits every batch of "
+                f"{self.batch_size} samples into {self.num_mini_batches} steps, so gradients must be accumulated "
+                f"over {self.num_mini_batches} steps, but the Trainer has accumulate_grad_batches={accumulate}; "
+                f"pass Trainer(accumulate_grad_batches={self.num_mini_batches}) "
+                f"(YAML: trainer.accumulate_grad_batches: {self.num_mini_batches})"
+            )
+        if self.gpu_augmentation:
+            model = getattr(trainer, "lightning_module", None)
+            if model is not None and getattr(model, "randomizer", None) is None:
+                raise ValueError(
+                    f"CrumpetsDataModule(gpu_augmentation=True) leaves gamma, contrast, noise and blur to the "
+                    f"model's Randomizer, but {type(model).__name__} has no `randomizer`, so training would run "
+                    "without pixel augmentation; pass CrumpetsModule(..., randomizer=Randomizer()) (YAML: "
+                    "model.init_args.randomizer: {class_path: crumpets_lightning.modules.Randomizer}), or set "
+                    "gpu_augmentation=False to augment in the workers"
+                )
+
+    def _check_batch_fits(self) -> None:
+        dataset = self.datasets["train"]
+        samples = len(dataset)
+        if samples == 0:
+            raise ValueError(f"The `train` source ({_describe(self.sources['train'])}) holds no samples")
+        per_rank = samples // self.world_size
+        if self.drop_last and self.batch_size > per_rank:
+            ranks = f" over {self.world_size} ranks" if self.world_size > 1 else ""
+            raise ValueError(
+                f"Expected `batch_size` ({self.batch_size}) to be at most the number of training samples per rank "
+                f"({per_rank}: {samples} samples{ranks}): with drop_last=True no batch could be filled and "
+                f"nothing would be trained; pass batch_size <= {per_rank} or drop_last=False"
+            )
+
     # -- internals ---------------------------------------------------------------------------------------
 
     def _open(self, name: str) -> Sequence[Any]:
-        from crumpets_lightning.data.sources.datasets import open_source
+        from crumpets_lightning.data.sources import open_source
 
         if name not in self.datasets:
             source = self.sources[name]
@@ -383,19 +398,34 @@ class CrumpetsDataModule(pl.LightningDataModule):
                     f"CrumpetsDataModule has no `{name}` source; pass {name}=<msgpack file, image folder or "
                     f"sequence of samples> (in YAML: data.{name})"
                 )
-            self.datasets[name] = open_source(source)
+            window = self.shuffle_window if name == "train" else None
+            self.datasets[name] = open_source(source, shuffle_window=window)
         return self.datasets[name]
 
-    def _make_worker(self, name: str) -> Worker:
+    def _overfitting(self) -> bool:
+        return bool(getattr(self.trainer, "overfit_batches", 0))
+
+    def _eval_params(self) -> dict[str, Any]:
+        if self.val_params is not None:
+            return dict(self.val_params)
+        from crumpets_lightning.data.augment.presets import INPUT_PARAMS_VAL
+
+        return dict(INPUT_PARAMS_VAL)
+
+    def _make_worker(self, name: str, overfit: bool) -> Worker:
         if self.worker is not None:
             worker = self.worker.copy()
             if name == "train":
-                worker.set_gpu_augmentation(self.gpu_augmentation)
+                worker.set_gpu_augmentation(self.gpu_augmentation and not overfit)
+                if overfit and hasattr(worker, "image_rng"):
+                    from crumpets_lightning.data.augment.rng import NoRNG
+
+                    worker.image_rng = NoRNG()  # the worker's fixed parameters stay
             return worker
         from crumpets_lightning.data.workers.image import ClassificationWorker, ImageWorker
 
         image_spec = ((self.channels, *self.image_size), np.uint8)
-        if name == "train":
+        if name == "train" and not overfit:
             rng = self.train_rng
             if rng is None:
                 from crumpets_lightning.data.augment.presets import AUGMENTATION_TRAIN
@@ -404,14 +434,9 @@ class CrumpetsDataModule(pl.LightningDataModule):
             return ClassificationWorker(
                 image_spec, ((1,), np.int64), image_rng=rng, gpu_augmentation=self.gpu_augmentation
             )
-        params = self.val_params
-        if params is None:
-            from crumpets_lightning.data.augment.presets import INPUT_PARAMS_VAL
-
-            params = dict(INPUT_PARAMS_VAL)
         if name == "predict":
-            return ImageWorker(image_spec, image_params=params)
-        return ClassificationWorker(image_spec, ((1,), np.int64), image_params=params)
+            return ImageWorker(image_spec, image_params=self._eval_params())
+        return ClassificationWorker(image_spec, ((1,), np.int64), image_params=self._eval_params())
 
     def _default_nworkers(self) -> int:
         try:
@@ -420,22 +445,55 @@ class CrumpetsDataModule(pl.LightningDataModule):
             cpus = os.cpu_count() or 1
         return max(1, cpus // self.local_world_size)
 
-    def _loader(self, name: str) -> MiniBatchLoader:
-        if name in self._loaders:
-            return self._loaders[name]
+    def _settings(self, name: str, overfit: bool) -> tuple[Any, ...]:
+        """Everything a loader of ``name`` is built from: a loader is reused only while these stay equal."""
+        return (
+            self.batch_size,
+            self.num_mini_batches,
+            self.nworkers,
+            self.local_world_size,
+            self.image_size,
+            self.channels,
+            self.worker,
+            self.train_rng,
+            repr(self.val_params),
+            self.seed,
+            self.shuffle,
+            self.shuffle_window,
+            self.drop_last,
+            self.shared_memory,
+            self.timeout,
+            self.pin_memory,
+            self.gpu_augmentation,
+            self.skip_bad_samples,
+            self.rank,
+            self.world_size,
+            id(self.datasets.get(name)),
+            overfit,
+        )
+
+    def _loader(self, name: str) -> StepLoader:
+        overfit = name == "train" and self._overfitting()
+        dataset = self._open(name)
+        settings = self._settings(name, overfit)
+        cached = self._loaders.get(name)
+        if cached is not None:
+            if self._loader_settings.get(name) == settings:
+                return cached
+            cached.stop()  # a setting changed (e.g. the Tuner's batch_size): build anew
+            del self._loaders[name]
         from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 
-        dataset = self._open(name)
         training = name == "train"
         loader = TorchTurboDataLoader(
             dataset,
             self.batch_size if training else self.batch_size // self.num_mini_batches,
-            self._make_worker(name),
+            self._make_worker(name, overfit),
             nworkers=self.nworkers or self._default_nworkers(),
             num_mini_batches=self.num_mini_batches if training else 1,
             shared_memory=self.shared_memory,
             seed=self.seed,
-            shuffle=self.shuffle and training,
+            shuffle=self.shuffle and training and not overfit,
             drop_last=self.drop_last and training,
             rank=self.rank,
             world_size=self.world_size,
@@ -444,26 +502,126 @@ class CrumpetsDataModule(pl.LightningDataModule):
             name=f"{name}-rank{self.rank}",
             device="cpu",
         )
-        steps = self._steps_per_epoch(loader, len(dataset), training)
-        wrapped = MiniBatchLoader(loader, steps, pin_memory=self.pin_memory and torch.cuda.is_available())
+        in_order = not loader.shuffle
+        wrapped = (_InOrderStepLoader if in_order else StepLoader)(loader, pin_memory=self.pin_memory)
         self._loaders[name] = wrapped
+        self._loader_settings[name] = settings
         if self._finalizer is None:
             # Last resort at interpreter exit (or when the DataModule is collected) if nobody stopped them.
             self._finalizer = weakref.finalize(self, _stop_loaders, self._loaders)
         return wrapped
 
-    def _steps_per_epoch(self, loader: TorchTurboDataLoader, num_samples: int, training: bool) -> int:
-        batches = len(loader)
-        mini_batches = loader.num_mini_batches
-        if mini_batches == 1 or (training and self.drop_last):
-            return batches * mini_batches
-        # The last, short batch yields only its non-empty mini-batches.
-        per_rank = -(-num_samples // self.world_size)
-        last_rows = per_rank - (batches - 1) * loader.batch_size
-        mini_size = loader.batch_size // mini_batches
-        return (batches - 1) * mini_batches + -(-last_rows // mini_size)
-
-    def _stop_all(self, forget: bool) -> None:
+    def _stop_all(self) -> None:
         _stop_loaders(self._loaders)
-        if forget:
-            self._loaders.clear()
+        self._loaders.clear()
+        self._loader_settings.clear()
+
+
+_NWORKERS_ACCEPTS = "a positive int or None (share the usable CPUs among the local ranks)"
+
+
+def _check_int(name: str, value: Any, minimum: int, accepts: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"Expected argument `{name}` to be {accepts} but got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"Expected argument `{name}` to be {accepts} but got {value!r}")
+    return int(value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"Expected argument `{name}` to be a bool (true or false) but got {value!r} ({type(value).__name__})"
+        )
+    return bool(value)
+
+
+def _check_image_size(image_size: Any) -> tuple[int, int]:
+    accepts = "an int (a square) or (height, width) of positive ints, e.g. image_size: 224 or image_size: [224, 160]"
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        side = _check_int("image_size", image_size, 1, accepts)
+        return side, side
+    if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2:
+        raise ValueError(f"Expected argument `image_size` to be {accepts} but got {image_size!r}")
+    height, width = (_check_int("image_size", side, 1, accepts) for side in image_size)
+    return height, width
+
+
+def _check_timeout(timeout: Any) -> float:
+    accepts = "a positive number of seconds, e.g. timeout: 120"
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Expected argument `timeout` to be {accepts} but got {timeout!r} ({type(timeout).__name__})")
+    if not timeout > 0:  # also rejects NaN
+        raise ValueError(f"Expected argument `timeout` to be {accepts} but got {timeout!r}")
+    return float(timeout)
+
+
+def _check_val_params(val_params: Any) -> dict[str, Any] | None:
+    if val_params is None:
+        return None
+    if not isinstance(val_params, Mapping):
+        raise TypeError(
+            f"Expected argument `val_params` to be a dict of fixed augmentation parameters (e.g. "
+            f"{{scale_mode: shortest, scale: 1.0}}) or None (the INPUT_PARAMS_VAL preset) but got "
+            f"{type(val_params).__name__}"
+        )
+    from crumpets_lightning.data.workers.image import ClassificationWorker
+
+    try:  # the worker knows which parameters exist
+        ClassificationWorker(((3, 8, 8), np.uint8), ((1,), np.int64), image_params=val_params)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"Argument `val_params` is not valid: {error}") from error
+    return dict(val_params)
+
+
+def _is_path_source(source: Any) -> bool:
+    """A path, glob or URL, or a non-empty list of them (shards); not a sequence of samples."""
+    if isinstance(source, (str, os.PathLike)):
+        return True
+    return (
+        isinstance(source, (list, tuple))
+        and len(source) > 0
+        and all(isinstance(item, (str, os.PathLike)) for item in source)
+    )
+
+
+def _check_source(name: str, source: Any) -> None:
+    """Check a source at construction (files recognised by content), naming the argument in any error."""
+    if source is None:
+        return
+    if not _is_path_source(source) and (
+        isinstance(source, (bytes, bytearray)) or not (hasattr(source, "__len__") and hasattr(source, "__getitem__"))
+    ):
+        raise TypeError(
+            f"Expected argument `{name}` to be a path (msgpack file, image folder, glob or list of shards, URL) or "
+            f"a random-access sequence of samples but got {type(source).__name__}"
+        )
+    from crumpets_lightning.data.sources import check_source
+
+    try:
+        check_source(source)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        raise type(error)(f"Argument `{name}`: {error}") from error
+
+
+def _check_shuffle_window(shuffle_window: Any, train: Any) -> int | None:
+    if shuffle_window is None:
+        return None
+    window = _check_int(
+        "shuffle_window", shuffle_window, 1, "a positive number of samples, or None to shuffle globally"
+    )
+    if not _is_path_source(train) or (isinstance(train, (str, os.PathLike)) and os.path.isdir(train)):
+        raise ValueError(
+            f"Argument `shuffle_window` ({window}) applies to a `train` source of msgpack files (a file, a glob or a "
+            f"list of shards), but `train` is {_describe(train)}; drop shuffle_window to shuffle globally"
+        )
+    return window
+
+
+def _describe(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        kind = "the image folder" if os.path.isdir(source) else "the file"
+        return f"{kind} {str(source)!r}"
+    if source is None:
+        return "not given"
+    return f"a {type(source).__name__} of samples"

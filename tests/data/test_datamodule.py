@@ -20,7 +20,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from crumpets_lightning.data.augment.rng import NoRNG
-from crumpets_lightning.data.datamodule import CrumpetsDataModule, MiniBatchLoader
+from crumpets_lightning.data.datamodule import CrumpetsDataModule
+from crumpets_lightning.data.loader.steps import StepLoader
 from crumpets_lightning.data.sources.datasets import write_msgpack
 from crumpets_lightning.data.workers.base import BufferWorker
 from tests.conftest import descendants
@@ -155,7 +156,7 @@ def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
     dm.setup("fit")
     try:
         train = dm.train_dataloader()
-        assert isinstance(train, MiniBatchLoader)
+        assert isinstance(train, StepLoader)
         assert train.batch_sampler is None and callable(train.sampler.set_epoch)
         batches = list(train)
         assert len(batches) == len(train) == 2  # 10 samples, batch 4, drop_last
@@ -168,7 +169,7 @@ def test_batches_have_the_documented_shapes_and_cover_the_data() -> None:
         assert seen != sorted(seen)  # shuffled
 
         val = dm.val_dataloader()
-        assert isinstance(val, MiniBatchLoader)
+        assert isinstance(val, StepLoader)
         val_batches = list(val)
         assert len(val_batches) == len(val) == 3  # nothing dropped: 4 + 4 + 2
         assert flat(val_batches) == list(range(10))  # in order
@@ -297,25 +298,120 @@ def test_validate_and_test_use_their_own_sources() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "fragments"),
     [
-        ({"batch_size": 0}, "`batch_size` to be a positive int"),
-        ({"batch_size": 6, "num_mini_batches": 4}, "divisible by `num_mini_batches`"),
-        ({"channels": 2}, "`channels` to be 1"),
-        ({"image_size": (16,)}, "`image_size`"),
-        ({"nworkers": 0}, "`nworkers` to be a positive int"),
-        ({"timeout": 0}, "`timeout`"),
-        ({"shared_memory": 1}, "`shared_memory`"),
+        ({"batch_size": 0}, ValueError, ["`batch_size`", "got 0", "positive int"]),
+        ({"batch_size": 6, "num_mini_batches": 4}, ValueError, ["`batch_size` (6)", "`num_mini_batches` (4)"]),
+        ({"num_mini_batches": 0}, ValueError, ["`num_mini_batches`", "got 0", "positive int"]),
+        ({"channels": 2}, ValueError, ["`channels`", "got 2", "channels: 3", "channels: 1"]),
+        ({"image_size": (16,)}, ValueError, ["`image_size`", "(16,)", "image_size: 224", "[224, 160]"]),
+        ({"image_size": "big"}, ValueError, ["`image_size`", "'big'", "image_size: 224"]),
+        ({"image_size": (16, 0)}, ValueError, ["`image_size`", "got 0", "positive ints"]),
+        ({"nworkers": 0}, ValueError, ["`nworkers`", "got 0", "positive int or None"]),
+        ({"timeout": "x"}, TypeError, ["`timeout`", "'x' (str)", "positive number of seconds", "timeout: 120"]),
+        ({"timeout": 0}, ValueError, ["`timeout`", "got 0", "positive number of seconds"]),
+        ({"seed": -1}, ValueError, ["`seed`", "got -1", "int >= 0"]),
+        ({"seed": 1.5}, TypeError, ["`seed`", "1.5 (float)", "int >= 0"]),
+        ({"shared_memory": 1}, ValueError, ["`shared_memory`", "got 1", "int >= 2", "false (send batches"]),
+        ({"shuffle": "yes"}, TypeError, ["`shuffle`", "'yes' (str)", "true or false"]),
+        ({"drop_last": None}, TypeError, ["`drop_last`", "None (NoneType)", "true or false"]),
+        ({"shuffle_window": 0}, ValueError, ["`shuffle_window`", "got 0", "None to shuffle globally"]),
+        ({"train_rng": {"prob": 1.0}}, TypeError, ["`train_rng`", "got dict", "MixtureRNG", "class_path"]),
+        ({"val_params": [1, 2]}, TypeError, ["`val_params`", "got list", "INPUT_PARAMS_VAL"]),
+        ({"val_params": {"zoom": 2}}, ValueError, ["`val_params`", "zoom", "allowed"]),
+        ({"worker": "ClassificationWorker"}, TypeError, ["`worker`", "got str", "BufferWorker subclass"]),
     ],
 )
-def test_bad_arguments_are_named(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments_are_named_with_what_they_got_and_what_they_accept(
+    kwargs: dict[str, Any], error: type[Exception], fragments: list[str]
+) -> None:
+    with pytest.raises(error) as raised:
         CrumpetsDataModule(make_samples(2), **kwargs)
+    for fragment in fragments:
+        assert fragment in str(raised.value), (fragment, str(raised.value))
+
+
+def test_an_int_image_size_is_a_square_also_from_the_command_line() -> None:
+    from jsonargparse import ArgumentParser
+
+    dm = make_datamodule(make_samples(4), image_size=SIZE // 2)
+    assert dm.image_size == (SIZE // 2, SIZE // 2)
+    dm.setup("fit")
+    try:
+        assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, SIZE // 2, SIZE // 2)
+    finally:
+        dm.teardown("fit")
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(CrumpetsDataModule, "data")
+    for value, expected in (("224", (224, 224)), ("[224, 160]", (224, 160))):
+        config = parser.parse_args([f"--data.image_size={value}"])
+        assert parser.instantiate_classes(config).data.image_size == expected
 
 
 def test_a_source_of_the_wrong_type_is_named() -> None:
     with pytest.raises(TypeError, match="`train` to be a path"):
         CrumpetsDataModule(train=42)  # type: ignore[arg-type]
+
+
+def test_path_sources_are_checked_at_construction(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("these are not samples\n" * 3)
+    with pytest.raises(ValueError, match=r"notes\.txt"):
+        CrumpetsDataModule(train=str(text))
+    with pytest.raises(FileNotFoundError, match=r"missing\.msgpack"):
+        CrumpetsDataModule(val=tmp_path / "missing.msgpack")
+
+
+def test_num_mini_batches_needs_the_trainer_to_accumulate_as_many_steps() -> None:
+    dm = make_datamodule(make_samples(16), batch_size=8, num_mini_batches=2)
+    with pytest.raises(ValueError) as raised:
+        make_trainer(max_epochs=1).fit(TinyModel(), datamodule=dm)
+    message = str(raised.value)
+    for fragment in (
+        "num_mini_batches=2",
+        "accumulate_grad_batches=1",
+        "Trainer(accumulate_grad_batches=2)",
+        "trainer.accumulate_grad_batches: 2",
+    ):
+        assert fragment in message, fragment
+    assert wait_for_no_children() == {}
+
+    recorder = BatchRecorder()
+    trainer = make_trainer(max_epochs=1, accumulate_grad_batches=2, callbacks=[recorder])
+    trainer.fit(TinyModel(), datamodule=dm)
+    assert [len(step) for step in recorder.train] == [4, 4, 4, 4]  # 2 batches of 8 = 4 steps of 4
+    assert trainer.global_step == 2  # one optimizer step per crumpets batch
+    assert wait_for_no_children() == {}
+
+
+class _RandomizedModel(TinyModel):
+    def __init__(self) -> None:
+        super().__init__()
+        from crumpets_lightning.modules.randomizer import Randomizer
+
+        self.randomizer = Randomizer()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.randomizer(batch) if self.training else batch
+
+
+def test_gpu_augmentation_without_a_randomizer_on_the_model_is_an_error_when_the_fit_starts() -> None:
+    dm = make_datamodule(make_samples(8), gpu_augmentation=True)
+    with pytest.raises(ValueError) as raised:
+        make_trainer(max_epochs=1).fit(TinyModel(), datamodule=dm)
+    message = str(raised.value)
+    for fragment in ("gpu_augmentation=True", "TinyModel has no `randomizer`", "randomizer=Randomizer()"):
+        assert fragment in message, fragment
+    assert "model.init_args.randomizer" in message and "gpu_augmentation=False" in message
+    assert wait_for_no_children() == {}
+
+    recorder = BatchRecorder()
+    make_trainer(max_epochs=1, callbacks=[recorder]).fit(_RandomizedModel(), datamodule=dm)
+    assert len(recorder.train) == 2
+    # validating or testing needs no randomizer
+    make_trainer().validate(TinyModel(), datamodule=make_datamodule(val=make_samples(4), gpu_augmentation=True))
+    assert wait_for_no_children() == {}
 
 
 def test_gpu_augmentation_leaves_pixel_ops_to_the_randomizer_but_records_them() -> None:
@@ -413,7 +509,9 @@ def test_loaders_nobody_stopped_are_stopped_at_interpreter_exit(tmp_path: Path) 
 @pytest.mark.parametrize(("samples", "world_size"), [(10, 1), (11, 1), (15, 2)])
 def test_len_counts_the_mini_batches_of_a_short_last_batch(samples: int, world_size: int) -> None:
     dm = make_datamodule(make_samples(samples), batch_size=4, num_mini_batches=2, drop_last=False, shuffle=False)
-    dm.trainer = SimpleNamespace(global_rank=world_size - 1, world_size=world_size, num_devices=world_size)
+    dm.trainer = SimpleNamespace(
+        global_rank=world_size - 1, world_size=world_size, num_devices=world_size, accumulate_grad_batches=2
+    )
     dm.setup("fit")
     try:
         loader = dm.train_dataloader()
@@ -424,3 +522,85 @@ def test_len_counts_the_mini_batches_of_a_short_last_batch(samples: int, world_s
             assert sum(len(s) for s in steps) == per_rank  # nothing dropped, the last rank padded
     finally:
         dm.teardown("fit")
+
+
+def test_shuffle_window_reaches_the_training_shards_and_their_order(tmp_path: Path) -> None:
+    from crumpets_lightning.data.sources import WindowShuffledShards
+
+    samples = make_samples(24)
+    shards = []
+    for start in range(0, 24, 6):
+        shards.append(str(tmp_path / f"train-{start // 6}.msgpack"))
+        write_msgpack(samples[start : start + 6], shards[-1])
+    dm = make_datamodule(shards, shards[:1], shuffle_window=4, batch_size=4, seed=9)
+    dm.setup("fit")
+    try:
+        train = dm.datasets["train"]
+        assert isinstance(train, WindowShuffledShards) and train.shuffle_window == 4
+        assert not isinstance(dm.datasets["val"], WindowShuffledShards)  # evaluation is never shuffled
+        order = train.shuffled_order(9, 0).tolist()
+        assert flat(dm.train_dataloader()) == order  # the epoch follows the shards' window order (C8)
+    finally:
+        dm.teardown("fit")
+
+
+def test_shuffle_window_needs_a_training_source_of_msgpack_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as raised:
+        make_datamodule(make_samples(8), shuffle_window=4)
+    assert "`shuffle_window` (4)" in str(raised.value) and "a list of samples" in str(raised.value)
+    assert "drop shuffle_window" in str(raised.value)
+    (tmp_path / "folder" / "cls").mkdir(parents=True)
+    with pytest.raises(ValueError, match="the image folder"):
+        make_datamodule(str(tmp_path / "folder"), shuffle_window=4)
+
+
+def test_every_argument_has_an_args_line_and_a_type_lightning_cli_can_read() -> None:
+    import inspect
+
+    import docstring_parser
+
+    documented = {param.arg_name for param in docstring_parser.parse(CrumpetsDataModule.__doc__ or "").params}
+    signature = inspect.signature(CrumpetsDataModule.__init__)
+    arguments = [name for name in signature.parameters if name != "self"]
+    assert set(arguments) == documented
+    assert all(signature.parameters[name].annotation is not inspect.Parameter.empty for name in arguments)
+
+
+@pytest.mark.gpu
+def test_pin_memory_hands_out_pinned_batches_with_cuda() -> None:
+    dm = make_datamodule(make_samples(8), pin_memory=True)
+    dm.setup("fit")
+    try:
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["image"].is_pinned() and batch["label"].is_pinned()
+    finally:
+        dm.teardown("fit")
+
+
+def test_a_checkpoint_in_the_middle_of_a_crumpets_batch_resumes_at_the_next_step() -> None:
+    samples = make_samples(24)
+    kwargs = {"batch_size": 8, "num_mini_batches": 4, "seed": 2}
+    reference, interrupted, resumed = (make_datamodule(samples, **kwargs) for _ in range(3))
+    for dm in (reference, interrupted, resumed):
+        dm.setup("fit")
+    try:
+        expected = [labels_of(b) for b in reference.train_dataloader()]
+        assert len(expected) == 12 and all(len(step) == 2 for step in expected)
+        loader = interrupted.train_dataloader()
+        iterator = iter(loader)
+        got = [labels_of(next(iterator)) for _ in range(6)]  # one and a half crumpets batches
+        state = loader.state_dict()
+        resumed_loader = resumed.train_dataloader()
+        resumed_loader.load_state_dict(state)
+        assert resumed_loader.state_dict() == state  # a checkpoint right after loading keeps the point
+        iterator = iter(resumed_loader)
+        got.append(labels_of(next(iterator)))  # interrupted again, three quarters into the batch
+        resumed_loader.load_state_dict(resumed_loader.state_dict())
+        rest = [labels_of(b) for b in resumed_loader]
+        assert got + rest == expected
+        assert len(list(resumed_loader)) == 12  # the epoch after is a full one again
+        with pytest.raises(ValueError, match="not a loader state"):
+            resumed_loader.load_state_dict({"epoch": 0})
+    finally:
+        for dm in (reference, interrupted, resumed):
+            dm.teardown("fit")

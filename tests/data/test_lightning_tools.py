@@ -1,0 +1,221 @@
+"""Lightning's own tools on a CrumpetsDataModule, each with a real ``Trainer`` on tiny data (issue 10 item 4).
+
+``Tuner.scale_batch_size``, ``Tuner.lr_find``, ``overfit_batches``, ``reload_dataloaders_every_n_epochs`` and
+settings changed between two fits must behave as they do with a torch ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.tuner import Tuner
+
+from crumpets_lightning.data.augment.rng import MixtureRNG
+from tests.data.test_datamodule import (
+    SIZE,
+    TinyModel,
+    flat,
+    labels_of,
+    make_datamodule,
+    make_samples,
+    make_trainer,
+    wait_for_no_children,
+)
+
+
+class SizeRecorder(TinyModel):
+    """Records the rows and image shape of every batch ``training_step`` sees."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+        self.train_shapes: list[tuple[int, ...]] = []
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.train_shapes.append(tuple(batch["image"].shape))
+        x = torch.nn.functional.interpolate(batch["image"].float(), size=(SIZE, SIZE)).flatten(1) / 255.0
+        return self.layer(x).pow(2).mean()
+
+
+class PixelRecorder(Callback):
+    """Keeps a copy of the pixels and labels of every training batch, per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[tuple[torch.Tensor, list[int]]]] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.epochs.append([])
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.epochs[-1].append((batch["image"].clone(), labels_of(batch)))
+
+
+def test_scale_batch_size_trains_every_trial_at_its_size_and_never_suggests_more_than_the_data(
+    tmp_path: Path,
+) -> None:
+    # Lightning builds the first trial's loader before it sets `init_val` (2), for a torch DataLoader too:
+    # start at 2 so that the first trial's size is the one Lightning reports.
+    dm = make_datamodule(make_samples(40), batch_size=2)
+    model = SizeRecorder()
+    trainer = make_trainer(max_epochs=1, default_root_dir=tmp_path)
+    suggestion = Tuner(trainer).scale_batch_size(model, datamodule=dm, mode="power", steps_per_trial=1)
+
+    tried = [shape[0] for shape in model.train_shapes]
+    assert tried == [2, 4, 8, 16, 32, 40]  # each trial at its own size; 64 capped at the 40 samples
+    assert suggestion == dm.batch_size == 40
+    assert wait_for_no_children() == {}
+
+    model.train_shapes.clear()
+    make_trainer(max_epochs=1, default_root_dir=tmp_path).fit(model, datamodule=dm)
+    assert [shape[0] for shape in model.train_shapes] == [40]  # the next fit uses the suggestion
+    assert wait_for_no_children() == {}
+
+
+def test_lr_find_runs_and_leaves_no_workers(tmp_path: Path) -> None:
+    dm = make_datamodule(make_samples(24), batch_size=4)
+    model = SizeRecorder(lr=0.5)
+    trainer = make_trainer(max_epochs=3, default_root_dir=tmp_path)
+    finder = Tuner(trainer).lr_find(
+        model, datamodule=dm, min_lr=1e-4, max_lr=1e-1, num_training=16, early_stop_threshold=None
+    )
+    assert finder is not None
+    assert len(finder.results["lr"]) == 16 and len(model.train_shapes) == 16  # 16 steps over 3 epochs
+    assert model.lr == pytest.approx(finder.suggestion())  # the model got the suggestion
+    assert wait_for_no_children() == {}
+
+    model.train_shapes.clear()
+    make_trainer(max_epochs=1, default_root_dir=tmp_path).fit(model, datamodule=dm)
+    assert len(model.train_shapes) == 6  # a full epoch afterwards: the loader was restored, not exhausted
+    assert wait_for_no_children() == {}
+
+
+def test_overfit_batches_trains_on_the_same_unaugmented_pixels_every_epoch() -> None:
+    samples = make_samples(24)
+    heavy = MixtureRNG(prob=1.0, noise_range=(0.2, 0.2), rotation_sigma=20.0, hmirror=0.5)
+    dm = make_datamodule(samples, make_samples(8, seed=1), train_rng=heavy, seed=3)
+    recorder = PixelRecorder()
+    trainer = make_trainer(max_epochs=2, overfit_batches=2, num_sanity_val_steps=0, callbacks=[recorder])
+    trainer.fit(TinyModel(), datamodule=dm)
+
+    assert [len(epoch) for epoch in recorder.epochs] == [2, 2]
+    first, second = recorder.epochs
+    assert [labels for _, labels in first] == [[0, 1, 2, 3], [4, 5, 6, 7]]  # the first batches, in order
+    for (pixels_a, labels_a), (pixels_b, labels_b) in zip(first, second):
+        assert labels_a == labels_b
+        assert torch.equal(pixels_a, pixels_b)
+    # no augmentation: the pixels are the evaluation view of the samples (here: the decoded 16x16 images)
+    evaluation = make_datamodule(val=samples[:8])
+    evaluation.setup("validate")
+    try:
+        expected = torch.cat([batch["image"] for batch in evaluation.val_dataloader()])
+    finally:
+        evaluation.teardown("validate")
+    assert torch.equal(torch.cat([pixels for pixels, _ in first]), expected)
+    assert wait_for_no_children() == {}
+
+
+def test_reload_dataloaders_every_epoch_gives_full_reshuffled_epochs_and_leaks_nothing() -> None:
+    recorder = PixelRecorder()
+    dm = make_datamodule(make_samples(12), make_samples(4, seed=1))
+    trainer = make_trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1, callbacks=[recorder])
+    trainer.fit(TinyModel(), datamodule=dm)
+    epochs = [[labels for _, labels in epoch] for epoch in recorder.epochs]
+    assert [len(epoch) for epoch in epochs] == [3, 3, 3]
+    assert all(sorted(flat(epoch)) == list(range(12)) for epoch in epochs)
+    assert len({tuple(flat(epoch)) for epoch in epochs}) == 3  # a new order every epoch
+    assert wait_for_no_children() == {}
+
+
+def test_settings_changed_between_two_fits_take_effect() -> None:
+    dm = make_datamodule(make_samples(16), batch_size=4, nworkers=1)
+    model = SizeRecorder()
+    make_trainer(max_epochs=1).fit(model, datamodule=dm)
+    assert model.train_shapes == [(4, 3, SIZE, SIZE)] * 4
+
+    model.train_shapes.clear()
+    dm.batch_size = 8
+    dm.image_size = (8, 12)
+    dm.nworkers = 2
+    make_trainer(max_epochs=1).fit(model, datamodule=dm)
+    assert model.train_shapes == [(8, 3, 8, 12)] * 2
+    assert wait_for_no_children() == {}
+
+
+def test_a_changed_setting_builds_a_new_loader_and_stops_the_old_one() -> None:
+    dm = make_datamodule(make_samples(16), batch_size=4)
+    dm.setup("fit")
+    try:
+        old = dm.train_dataloader()
+        assert dm.train_dataloader() is old  # unchanged settings: the same loader
+        next(iter(old))
+        assert old.loader.running
+        dm.batch_size = 8
+        new = dm.train_dataloader()
+        assert new is not old and not old.loader.running
+        assert len(new) == 2 and [len(labels_of(batch)) for batch in new] == [8, 8]
+        dm.nworkers = 2
+        newest = dm.train_dataloader()
+        assert newest is not new and newest.loader.nworkers == 2
+    finally:
+        dm.teardown("fit")
+    assert wait_for_no_children() == {}
+
+
+def test_batch_size_is_capped_at_the_training_samples_per_rank_once_the_source_is_open() -> None:
+    dm = make_datamodule(make_samples(10), batch_size=4, num_mini_batches=2)
+    dm.batch_size = 64  # before setup nothing is known about the data
+    assert dm.batch_size == 64
+    dm.batch_size = 4
+    dm.setup("fit")
+    dm.batch_size = 64
+    assert dm.batch_size == 10
+    dm.drop_last = False
+    dm.batch_size = 12
+    assert dm.batch_size == 10
+    with pytest.raises(ValueError, match=r"`batch_size` \(5\) to be divisible by `num_mini_batches` \(2\)"):
+        dm.batch_size = 5
+    dm.teardown("fit")
+
+
+@pytest.mark.parametrize(("drop_last", "world_size"), [(True, 1), (True, 2)])
+def test_batch_size_larger_than_the_training_samples_per_rank_is_an_error_at_setup(
+    drop_last: bool, world_size: int
+) -> None:
+    from types import SimpleNamespace
+
+    dm = make_datamodule(make_samples(10 * world_size), batch_size=16, drop_last=drop_last)
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=world_size, num_devices=world_size)  # type: ignore[assignment]
+    with pytest.raises(ValueError) as raised:
+        dm.setup("fit")
+    message = str(raised.value)
+    assert "`batch_size` (16)" in message and "training samples per rank (10" in message
+    assert "batch_size <= 10 or drop_last=False" in message
+
+
+def test_batch_size_larger_than_the_data_trains_one_short_batch_without_drop_last() -> None:
+    model = SizeRecorder()
+    make_trainer(max_epochs=1).fit(model, datamodule=make_datamodule(make_samples(10), batch_size=16, drop_last=False))
+    assert [shape[0] for shape in model.train_shapes] == [10]
+    with pytest.raises(ValueError, match=r"`batch_size` \(16\).*\(10: 10 samples\)"):
+        make_trainer(max_epochs=1).fit(model, datamodule=make_datamodule(make_samples(10), batch_size=16))
+    assert wait_for_no_children() == {}
+
+
+def test_overfit_batches_with_a_custom_image_worker_turns_its_random_augmentation_off() -> None:
+    from crumpets_lightning.data.workers.image import ClassificationWorker
+
+    samples = make_samples(8)
+    worker = ClassificationWorker(
+        ((3, SIZE, SIZE), np.uint8), ((1,), np.int64), image_rng=MixtureRNG(prob=1.0, noise_range=(0.3, 0.3))
+    )
+    recorder = PixelRecorder()
+    trainer = make_trainer(max_epochs=2, overfit_batches=1, callbacks=[recorder])
+    trainer.fit(TinyModel(), datamodule=make_datamodule(samples, worker=worker))
+    (first,), (second,) = recorder.epochs
+    assert first[1] == second[1] == [0, 1, 2, 3]
+    assert torch.equal(first[0], second[0])
