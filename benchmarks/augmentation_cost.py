@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 import sklearn.datasets
 
-from crumpets_lightning.data.augment.augmentation import _decode, augmentation_row, decode_image, rotate_and_resize
+from crumpets_lightning.data.augment.augmentation import rotate_and_resize
+from crumpets_lightning.data.augment.decode import _decode, decode_image
 from crumpets_lightning.data.augment.pixel_ops import apply_pixel_ops_chw, noise_pool
 from crumpets_lightning.data.augment.presets import AUGMENTATION_TRAIN
-from crumpets_lightning.data.augment.record import AUGMENTATION_SPEC
+from crumpets_lightning.data.augment.record import AUGMENTATION_SPEC, augmentation_row
 from crumpets_lightning.data.workers.image import _FAST_DCT, _FAST_UPSAMPLE, ClassificationWorker
 
 __all__ = ["main", "make_jpegs"]

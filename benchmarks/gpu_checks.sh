@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a lent GPU machine (Python 3.12, torch, lightning, torchmetrics, opencv,
-# msgpack there; pyzmq, msgpack-numpy, simplejpeg, jsonargparse and docstring-parser missing).
+# Every GPU check in one command for a lent GPU machine (Python 3.12 with torch, Triton, lightning,
+# torchmetrics, opencv, scikit-learn, msgpack, pytest, hypothesis there; pyzmq, msgpack-numpy, simplejpeg,
+# jsonargparse and docstring-parser missing, so they travel as wheels in .whl/).
 #
-#   bash benchmarks/gpu_checks.sh fetch   # here, with network: download those as cp312 wheels into .whl/
-#   bash benchmarks/gpu_checks.sh run     # there (carry .whl): install them, run the gpu tests + benchmark
+#   bash benchmarks/gpu_checks.sh fetch   # here, with network: download the missing cp312 wheels into .whl/
+#   bash benchmarks/gpu_checks.sh run     # there (carry .whl): install them, run every `gpu` test and benchmark
+#   bash benchmarks/gpu_checks.sh check   # here, no GPU: syntax, the tests' CPU side, a --device cpu --quick run
 #
-# Results go to $OUT (or ./gpu_results) as gpu_tests.log and randomizer.txt.
+# `run` writes to $OUT (or ./gpu_results): gpu.txt (nvidia-smi), gpu_tests.log (pytest -m gpu over the whole
+# suite: the fused kernel against the torch path, CUDA loader and transfer tests) and benchmarks.txt
+# (benchmarks/randomizer_throughput.py: fused kernel vs torch path vs kornia if installed, registered-slot vs
+# pinned host-to-GPU copies, TorchTurboDataLoader -> Randomizer end to end). It exits non-zero when a test
+# failed. With the device tool: run(command="bash benchmarks/gpu_checks.sh run", carry=[".whl"]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(pyzmq msgpack-numpy simplejpeg jsonargparse docstring-parser)
@@ -25,19 +31,34 @@ fetch)
 run)
     out="${OUT:-gpu_results}"
     mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || exit 1
-    export PYTHONPATH="/tmp/site:$PWD"
-    nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
-    PYTHONUNBUFFERED=1 timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu \
-        tests/modules/test_randomizer.py tests/data/test_torch_loader.py 2>&1 | tee "$out/gpu_tests.log"
+    if compgen -G ".whl/*.whl" > /dev/null; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl || exit 1
+        export PYTHONPATH="/tmp/site:$PWD"
+    else
+        echo "no .whl/ here: run 'bash benchmarks/gpu_checks.sh fetch' first and carry .whl" >&2
+        export PYTHONPATH="$PWD"
+    fi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
+        | tee -a "$out/gpu.txt"
+    PYTHONUNBUFFERED=1 timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests 2>&1 \
+        | tee "$out/gpu_tests.log"
     tests=${PIPESTATUS[0]}
-    PYTHONUNBUFFERED=1 timeout 200 python3 benchmarks/randomizer_throughput.py --device cuda 2>&1 \
-        | tee "$out/randomizer.txt"
-    exit "$tests"
+    PYTHONUNBUFFERED=1 timeout 240 python3 benchmarks/randomizer_throughput.py --device cuda 2>&1 \
+        | tee "$out/benchmarks.txt"
+    bench=${PIPESTATUS[0]}
+    [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
+    ;;
+check)
+    bash -n "$0" || exit 1
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    python3 -m pytest -q -p no:cacheprovider --collect-only -m gpu tests 2>&1 | tail -3
+    python3 -m pytest -q -p no:cacheprovider tests/data/test_triton_kernel.py tests/data/test_batched.py || exit 1
+    python3 benchmarks/randomizer_throughput.py --device cpu --quick
     ;;
 *)
-    echo "usage: $0 fetch|run" >&2
+    echo "usage: $0 fetch|run|check" >&2
     exit 2
     ;;
 esac

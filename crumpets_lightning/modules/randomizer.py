@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from crumpets_lightning.data.augment.batched import (
+    BACKENDS,
     MIN_BLUR_SIGMA,
     RGB_NOISE_WEIGHTS,
     add_noise,
@@ -33,6 +34,7 @@ from crumpets_lightning.data.augment.batched import (
 )
 
 __all__ = [
+    "BACKENDS",
     "MIN_BLUR_SIGMA",
     "RGB_NOISE_WEIGHTS",
     "Randomizer",
@@ -53,8 +55,13 @@ class Randomizer(nn.Module):
     Args:
         net: Optional module called with the augmented sample dict; its result is returned.
         image_key: Key of the uint8 ``[B, C, H, W]`` image.
-        augmentation_key: Key of the ``[B, 8]`` augmentation records.
+        augmentation_key: Key of the ``[B, len(AUGMENTATION_FIELDS)]`` augmentation records.
         rgb_noise: Camera-like noise (less in green) on 3-channel images.
+        backend: ``"auto"`` (the fused Triton kernel on CUDA when Triton is installed, else torch),
+            ``"torch"`` or ``"triton"``; see :func:`~crumpets_lightning.data.augment.batched.randomize_batch`.
+
+    Raises:
+        ValueError: ``backend`` is not one of ``BACKENDS``.
     """
 
     def __init__(
@@ -63,8 +70,12 @@ class Randomizer(nn.Module):
         image_key: str = "image",
         augmentation_key: str = "augmentation",
         rgb_noise: bool = True,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"Randomizer: backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.net = net
         self.image_key = image_key
         self.augmentation_key = augmentation_key
@@ -83,10 +94,15 @@ class Randomizer(nn.Module):
                     f"the workers must run with gpu_augmentation=True to store the augmentation records"
                 )
         out = dict(sample)
-        out[self.image_key] = randomize_batch(sample[self.image_key], sample[self.augmentation_key], self.rgb_noise)
+        out[self.image_key] = randomize_batch(
+            sample[self.image_key], sample[self.augmentation_key], self.rgb_noise, self.backend
+        )
         if self.net is not None:
             return self.net(out)
         return out
 
     def extra_repr(self) -> str:
-        return f"image_key={self.image_key!r}, augmentation_key={self.augmentation_key!r}, rgb_noise={self.rgb_noise}"
+        return (
+            f"image_key={self.image_key!r}, augmentation_key={self.augmentation_key!r}, "
+            f"rgb_noise={self.rgb_noise}, backend={self.backend!r}"
+        )

@@ -222,7 +222,7 @@ def test_do_rotate_and_resize_false_keeps_geometry() -> None:
 
 @pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda b: np.frombuffer(b, np.uint8)])
 def test_reduced_decode_reports_the_full_size_for_any_bytes_like_input(china_bytes: bytes, wrap) -> None:
-    from crumpets_lightning.data.augment.augmentation import _decode
+    from crumpets_lightning.data.augment.decode import _decode
 
     full_h, full_w = cv2.imdecode(np.frombuffer(china_bytes, np.uint8), cv2.IMREAD_COLOR).shape[:2]
     image, size = _decode(wrap(china_bytes), "rgb", 100, 100, 2.0, fast_dct=True)
@@ -231,7 +231,7 @@ def test_reduced_decode_reports_the_full_size_for_any_bytes_like_input(china_byt
 
 
 def test_fast_decode_options_stay_close_to_the_exact_decode(china_bytes: bytes) -> None:
-    from crumpets_lightning.data.augment.augmentation import _decode
+    from crumpets_lightning.data.augment.decode import _decode
 
     photo = cv2.imdecode(np.frombuffer(china_bytes, np.uint8), cv2.IMREAD_COLOR)
     # chroma at half resolution (4:2:0, as most photos), so the upsampling method matters

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crumpets_lightning.data.augment.augmentation import augmentation_row
 from crumpets_lightning.data.augment.pixel_ops import _uint8_tables as uint8_tables
 from crumpets_lightning.data.augment.pixel_ops import (
     add_blur,
@@ -16,6 +15,7 @@ from crumpets_lightning.data.augment.pixel_ops import (
     apply_pixel_ops_chw,
     gamma_contrast_lut,
 )
+from crumpets_lightning.data.augment.record import augmentation_row
 
 
 def _random_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

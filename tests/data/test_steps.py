@@ -121,7 +121,7 @@ def test_resume_at_every_step_gives_exactly_the_remaining_steps(num_mini_batches
 
 def test_a_state_from_a_different_loader_is_rejected():
     steps = make().steps()
-    with pytest.raises(ValueError, match="not a loader state"):
+    with pytest.raises(ValueError, match="different data loader"):
         steps.load_state_dict({"mini_batch": 0})
     with pytest.raises(ValueError, match="num_mini_batches"):
         steps.load_state_dict(make(num_mini_batches=4).state_dict())
@@ -147,3 +147,58 @@ def test_the_index_is_a_view_of_the_plan_not_built_per_sample():
     assert np.array_equal(np.concatenate([first["index"].numpy(), second["index"].numpy()]), loader.plan.order(0)[:8])
     del first, second, it
     loader.stop()
+
+
+class _Recorder:
+    """A LightningModule factory: a linear model on ``draw`` that records each step's indices."""
+
+    @staticmethod
+    def build(crash_at=None):
+        import lightning.pytorch as pl
+
+        class Model(pl.LightningModule):
+            def __init__(self):
+                super().__init__()
+                self.layer = torch.nn.Linear(1, 1)
+                self.seen = []
+
+            def training_step(self, batch, batch_idx):
+                if crash_at is not None and len(self.seen) == crash_at:
+                    raise RuntimeError("simulated crash")
+                self.seen.append(batch["index"].tolist())
+                return self.layer(batch["draw"].float()).pow(2).mean()
+
+            def configure_optimizers(self):
+                return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        return Model()
+
+
+def _fit(tmp_path, name, crash_at=None, ckpt_path=None):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    loader = make(n=22, batch_size=8, num_mini_batches=2)  # 6 steps per epoch: 2 + 2 + 2 (last batch: 6 rows)
+    model = _Recorder.build(crash_at)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / name, filename="{step}", every_n_train_steps=1, save_top_k=-1)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[checkpoint], accumulate_grad_batches=2)  # fmt: skip
+    try:
+        if crash_at is None:
+            trainer.fit(model, train_dataloaders=loader.steps(), ckpt_path=ckpt_path)
+        else:
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                trainer.fit(model, train_dataloaders=loader.steps())
+    finally:
+        loader.stop()
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_real_trainer_resumes_mid_epoch_with_the_same_steps(tmp_path):
+    full = _fit(tmp_path, "full").seen
+    assert len(full) == 12
+    crashed = _fit(tmp_path, "crashed", crash_at=8).seen  # in the second epoch, after 4 optimizer steps
+    assert crashed == full[:8]
+    resumed = _fit(tmp_path, "resumed", ckpt_path=str(tmp_path / "crashed" / "step=4.ckpt")).seen
+    assert resumed == full[8:]

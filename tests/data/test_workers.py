@@ -12,8 +12,13 @@ import pytest
 import sklearn.datasets
 
 from crumpets_lightning.data.augment import pixel_ops
-from crumpets_lightning.data.augment.augmentation import augmentation_row, decode_image
-from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
+from crumpets_lightning.data.augment.decode import decode_image
+from crumpets_lightning.data.augment.record import (
+    AUGMENTATION_FIELDS,
+    NEUTRAL_AUGMENTATION,
+    augmentation_row,
+    noise_seed,
+)
 from crumpets_lightning.data.augment.rng import MixtureRNG, NoRNG
 from crumpets_lightning.data.errors import SampleError
 from crumpets_lightning.data.workers.image import (
@@ -66,7 +71,8 @@ def test_classification_worker_center_crop_matches_a_plain_resize(china: bytes) 
     reference = cv2.resize(rgb, (96, 64), interpolation=cv2.INTER_AREA)[:, 16:80]
     diff = np.abs(out["image"].transpose(1, 2, 0).astype(int) - reference.astype(int))
     assert diff.mean() < 4
-    assert np.array_equal(out["augmentation"], NEUTRAL_AUGMENTATION)
+    pixel_ops = slice(0, AUGMENTATION_FIELDS.index("seed_lo"))  # the seed columns hold the sample's noise seed
+    assert np.array_equal(out["augmentation"][pixel_ops], NEUTRAL_AUGMENTATION[pixel_ops])
 
 
 def test_image_buffer_is_rgb() -> None:
@@ -89,11 +95,14 @@ def test_record_holds_the_drawn_values_and_pixels_follow_it(china: bytes) -> Non
     rng = MixtureRNG(prob=1.0, blur_range=(0.01, 0.02), color_range=(-0.3, 0.3), **PIXELS)
     worker = ClassificationWorker(((3, 48, 48), np.uint8), ((1,), np.int64), image_rng=rng)
     out = run(worker, {"image": china, "label": 1}, seed=5)
-    drawn = rng((48, 48), np.random.default_rng(5))  # the worker draws first from its generator
+    generator = np.random.default_rng(5)
+    drawn = rng((48, 48), generator)  # the worker draws first from its generator, then the noise seed
+    seed = generator.bit_generator.random_raw() >> 16
     expected = augmentation_row(
-        True, drawn["gamma_gray"], drawn["gamma_color"], drawn["contrast"], drawn["noise"], drawn["blur"]
+        True, drawn["gamma_gray"], drawn["gamma_color"], drawn["contrast"], drawn["noise"], drawn["blur"], seed
     )
-    assert np.allclose(out["augmentation"], expected)
+    assert np.array_equal(out["augmentation"], expected) and seed >= 1 << 24  # both seed columns used
+    assert noise_seed(out["augmentation"]) == seed
     plain = run(ClassificationWorker(((3, 48, 48), np.uint8), ((1,), np.int64)), {"image": china, "label": 1})
     assert np.abs(out["image"].astype(int) - plain["image"].astype(int)).mean() > 3
 
@@ -116,7 +125,7 @@ def test_fixed_params_override_random_ones(china: bytes) -> None:
     worker = ImageWorker(((3, 32, 32), np.uint8), image_params={"hmirror": False, "angle": 0.0}, image_rng=rng)
     plain = run(ImageWorker(((3, 32, 32), np.uint8)), {"image": china})
     assert np.array_equal(run(worker, {"image": china}, seed=1)["image"], plain["image"])
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"`image_params` has unknown key\(s\) \['rotation'\]"):
         ImageWorker(((3, 32, 32), np.uint8), image_params={"rotation": 3})
 
 

@@ -196,7 +196,7 @@ def test_errors_are_clear() -> None:
         randomizer({"image": _images(1)})
     with pytest.raises(TypeError, match="uint8"):
         randomizer({"image": _images(1).float(), "augmentation": _records(1)})
-    with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
+    with pytest.raises(ValueError, match=r"shape \(2, 10\).*'seed_lo', 'seed_hi'.*but got \(3, 10\)"):
         randomizer({"image": _images(2), "augmentation": _records(3)})
     with pytest.raises(ValueError, match="C = 1 or 3"):
         randomizer({"image": _images(1, channels=4), "augmentation": _records(1)})
@@ -246,3 +246,14 @@ def test_batch_result_does_not_depend_on_the_other_samples() -> None:
         lut_only[0, COL["blur"]] = 0
         luts = randomize_batch(image[i : i + 1], lut_only)[0].numpy()
         assert _diff(batch[i], np.rint(_blur_reference(luts, sigma))) <= 2
+
+
+def test_backend_is_checked_and_torch_backend_equals_auto_on_cpu() -> None:
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'torch', 'triton'\), got 'cuda'"):
+        Randomizer(backend="cuda")
+    image, records = _images(3), _lut_records()[:3]
+    records[:, COL["noise"]] = 0.05
+    records[:, COL["seed_lo"]] = torch.tensor([1.0, 2.0, 3.0])
+    auto = Randomizer()({"image": image, "augmentation": records})["image"]
+    assert torch.equal(Randomizer(backend="torch")({"image": image, "augmentation": records})["image"], auto)
+    assert "backend='torch'" in repr(Randomizer(backend="torch"))

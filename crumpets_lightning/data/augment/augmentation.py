@@ -1,4 +1,6 @@
-"""CPU image augmentation: decoding, the geometric transform (one affine warp) and ``randomize_image``.
+"""CPU image augmentation: the geometric transform (one affine warp) and ``randomize_image``.
+
+Decoding lives in :mod:`crumpets_lightning.data.augment.decode` (re-exported here).
 
 Coordinates and conventions
 ---------------------------
@@ -35,22 +37,19 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-try:
-    import simplejpeg
-except ImportError:  # pragma: no cover - optional fast JPEG decoder
-    simplejpeg = None
-
+from crumpets_lightning.data.augment.decode import DEFAULT_MAX_PIXELS, decode_image, image_size
+from crumpets_lightning.data.augment.params import AugmentationParams, check_param_dict
 from crumpets_lightning.data.augment.pixel_ops import apply_pixel_ops
-from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS, NEUTRAL_AUGMENTATION
-from crumpets_lightning.data.errors import SampleError
+from crumpets_lightning.data.augment.record import augmentation_row
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "INTERP_AREA",
     "INTERP_CUBIC",
     "INTERP_LANCZOS4",
@@ -60,6 +59,7 @@ __all__ = [
     "augmentation_row",
     "calc_scale_ratio",
     "decode_image",
+    "image_size",
     "make_transform",
     "randomize_image",
     "rotate_and_resize",
@@ -72,170 +72,11 @@ INTERP_AREA = cv2.INTER_AREA
 INTERP_LANCZOS4 = cv2.INTER_LANCZOS4
 _INTERPOLATIONS = (INTERP_NEAREST, INTERP_LINEAR, INTERP_CUBIC, INTERP_AREA, INTERP_LANCZOS4)
 
-_FIELD_INDEX = {name: i for i, name in enumerate(AUGMENTATION_FIELDS)}
-
 #: Allowed values of ``scale_mode``.
 SCALE_MODES = ("shortest", "longest")
 
-_REDUCED_FLAGS_COLOR = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-_REDUCED_FLAGS_GRAY = {
-    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-}
-# JPEG start-of-frame markers carry the image size (all SOFn except DHT, JPG and DAC).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Below this effective scale the warp would alias: shrink with area averaging first.
 _PRESHRINK_BELOW = 0.5
-
-
-def _jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
-    """``(height, width)`` from a JPEG header without decoding, or ``None`` if ``data`` is not a JPEG."""
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    pos = 2
-    end = len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
-            pos += 2
-            continue
-        length = (data[pos + 2] << 8) | data[pos + 3]
-        if marker in _SOF_MARKERS:
-            if pos + 9 > end:
-                return None
-            height = (data[pos + 5] << 8) | data[pos + 6]
-            width = (data[pos + 7] << 8) | data[pos + 8]
-            return (height, width) if height > 0 and width > 0 else None
-        pos += 2 + length
-    return None
-
-
-def _to_buffer(data: Any) -> np.ndarray:
-    if isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 or data.ndim != 1:
-            raise SampleError(
-                f"encoded image must be bytes or a 1-d uint8 array, got an array of shape {data.shape} and dtype "
-                f"{data.dtype}; store images as encoded JPEG/PNG bytes"
-            )
-        buffer = data
-    elif isinstance(data, (bytes, bytearray, memoryview)):
-        buffer = np.frombuffer(data, dtype=np.uint8)
-    else:
-        raise SampleError(f"encoded image must be bytes, got {type(data).__name__}; store images as JPEG/PNG bytes")
-    if buffer.size == 0:
-        raise SampleError("encoded image is empty (0 bytes)")
-    return buffer
-
-
-def _corrupt(buffer: np.ndarray, detail: str = "") -> SampleError:
-    head = bytes(buffer[:8]).hex()
-    reason = f": {detail}" if detail else ""
-    return SampleError(
-        f"cannot decode image ({buffer.size} bytes starting with {head}){reason}; the data is corrupt or not "
-        "an image format OpenCV reads"
-    )
-
-
-def _decode(
-    data: Any,
-    mode: str,
-    min_height: int = 0,
-    min_width: int = 0,
-    min_factor: float = 2,
-    fast_dct: bool = False,
-    fast_upsample: bool = False,
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode like :func:`decode_image`, returning the image and the full (undecoded) ``(height, width)``.
-
-    ``mode``: ``"rgba"`` (``H x W x 4``, the fastest input for the warp), ``"rgb"``, ``"gray"`` (``H x W``) or
-    ``"unchanged"`` (label maps: OpenCV's ``IMREAD_UNCHANGED``, never reduced, channels as stored).
-    ``fast_dct`` uses libjpeg-turbo's fast integer IDCT (about 5 % faster; pixel values differ by about one
-    level on average) when ``simplejpeg`` decodes; ``fast_upsample`` its simple chroma upsampling (about 6 %
-    faster; about half a level more difference on average after a downscaling warp).
-    """
-    buffer = _to_buffer(data)
-    is_jpeg = buffer.size > 3 and buffer[0] == 0xFF and buffer[1] == 0xD8
-    jpeg_error = ""
-    if is_jpeg and simplejpeg is not None and mode != "unchanged":
-        colorspace = {"rgba": "RGBA", "rgb": "RGB", "gray": "GRAY"}[mode]
-        try:
-            # the header parse in Python is cheaper than simplejpeg's (which sets up a whole decompressor)
-            size = _jpeg_size(data if isinstance(data, bytes) else buffer.data)
-            height, width = size if size is not None else simplejpeg.decode_jpeg_header(buffer)[:2]
-            image = simplejpeg.decode_jpeg(
-                buffer,
-                colorspace,
-                fastdct=fast_dct,
-                fastupsample=fast_upsample,
-                min_height=int(min_height),
-                min_width=int(min_width),
-                min_factor=float(min_factor),
-            )
-            return (image[:, :, 0] if mode == "gray" else image), (int(height), int(width))
-        except ValueError as error:
-            # e.g. CMYK JPEGs or recoverable damage: OpenCV may still read it; report both if not
-            jpeg_error = f"libjpeg-turbo: {error}"
-    reduction = 1
-    size = _jpeg_size(buffer.data) if is_jpeg else None
-    if size is not None and mode != "unchanged" and (min_height > 0 or min_width > 0):
-        need = max(min_height, min_width, 1)
-        factor = min(size) / need  # orientation-proof: compare the short side with the larger need
-        if factor >= min_factor:
-            reduction = max(r for r in (1, 2, 4, 8) if r <= factor)
-    if mode == "unchanged":
-        flags = cv2.IMREAD_UNCHANGED
-    elif reduction > 1:
-        flags = (_REDUCED_FLAGS_GRAY if mode == "gray" else _REDUCED_FLAGS_COLOR)[reduction]
-    else:
-        flags = cv2.IMREAD_GRAYSCALE if mode == "gray" else cv2.IMREAD_COLOR
-    image = cv2.imdecode(buffer, flags)
-    if image is None or image.size == 0:
-        raise _corrupt(buffer, jpeg_error)
-    full = size if size is not None else (image.shape[0] * reduction, image.shape[1] * reduction)
-    if mode == "rgba":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
-    elif mode == "rgb":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image, full
-
-
-def decode_image(
-    data: Any,
-    color: bool = True,
-    min_height: int = 0,
-    min_width: int = 0,
-    min_factor: float = 2,
-) -> np.ndarray:
-    """Decode encoded image bytes (JPEG, PNG, anything OpenCV reads) to a uint8 array.
-
-    JPEGs are decoded with libjpeg-turbo through ``simplejpeg`` when it is installed (OpenCV otherwise).
-    When the image is at least ``min_factor`` times larger than ``min_height`` x ``min_width`` it is decoded
-    at reduced scale in the DCT domain (both faster and a proper low-pass filter), never below
-    ``min_height`` / ``min_width``. With the defaults ``min_height = min_width = 0`` the image is decoded at
-    full size. EXIF orientation is not applied to JPEGs decoded by ``simplejpeg``.
-
-    Args:
-        data: encoded image as ``bytes``, ``bytearray``, ``memoryview`` or a 1-d uint8 array.
-        color: decode to 3 channels (``H x W x 3``, **RGB** order); ``False`` decodes to a single gray
-            channel (``H x W``).
-        min_height: smallest acceptable decoded height in pixels.
-        min_width: smallest acceptable decoded width in pixels.
-        min_factor: decode at reduced scale only when the image is at least this many times larger than
-            needed.
-
-    Returns:
-        The decoded image, ``H x W x 3`` RGB or ``H x W`` gray, uint8.
-
-    Raises:
-        SampleError: ``data`` is not bytes-like, is empty, or cannot be decoded.
-    """
-    return _decode(data, "rgb" if color else "gray", min_height, min_width, min_factor)[0]
 
 
 def calc_scale_ratio(
@@ -537,119 +378,50 @@ def _warp(
     return out
 
 
-def augmentation_row(
-    color: bool = True,
-    gamma_gray: float | None = None,
-    gamma_color: Sequence[float] | None = None,
-    contrast: float | None = None,
-    noise: float | None = None,
-    blur: float | None = None,
-) -> np.ndarray:
-    """The ``augmentation`` record row (columns :data:`AUGMENTATION_FIELDS`) for these pixel-op parameters.
-
-    Args:
-        color: the image has colour; ``gamma_color`` is only used when this is true.
-        gamma_gray: gamma for all channels (``None``: 1).
-        gamma_color: per-channel gammas in RGB order (``None``: no colour change).
-        contrast: contrast in ``[-1, 1]`` (``None``: 0).
-        noise: noise strength (``None``: 0).
-        blur: blur sigma relative to the image width (``None``: 0).
-
-    Returns:
-        float32 array of shape ``(len(AUGMENTATION_FIELDS),)``.
-
-    Raises:
-        ValueError: ``gamma_color`` does not have 3 values or ``contrast`` is outside ``[-1, 1]``.
-    """
-    row = NEUTRAL_AUGMENTATION.copy()
-    index = _FIELD_INDEX
-    if gamma_gray is not None:
-        row[index["gamma_gray"]] = gamma_gray
-    if gamma_color is not None and color:
-        values = [float(v) for v in gamma_color]
-        if len(values) != 3:
-            raise ValueError(f"gamma_color must have 3 values (r, g, b), got {gamma_color!r}")
-        row[index["color"]] = 1.0
-        row[index["gamma_r"] : index["gamma_b"] + 1] = values
-    if contrast is not None:
-        if not -1.0 <= float(contrast) <= 1.0:
-            raise ValueError(f"contrast must be in [-1, 1], got {contrast!r}")
-        row[index["contrast"]] = contrast
-    if noise is not None:
-        row[index["noise"]] = max(0.0, float(noise))
-    if blur is not None:
-        row[index["blur"]] = max(0.0, float(blur))
-    return row
-
-
 def randomize_image(
     im: np.ndarray,
     size: Sequence[int],
-    background: Any = None,
-    color: bool = True,
-    angle: float = 0,
-    scale: float = 1,
-    shift: Sequence[float] | None = None,
-    aspect: float = 1,
-    hmirror: bool = False,
-    vmirror: bool = False,
-    interp_method: int = INTERP_LINEAR,
-    gamma_gray: float | None = None,
-    gamma_color: Sequence[float] | None = None,
-    contrast: float | None = None,
-    noise: float | None = None,
-    blur: float | None = None,
-    shear: float | Sequence[float] | None = None,
-    is_rgb: bool = True,
-    scale_mode: str = "shortest",
-    supersampling: int = 0,
-    gpu_augmentation: bool = False,
-    do_rotate_and_resize: bool = True,
+    params: AugmentationParams | Mapping[str, Any] | None = None,
     *,
     rng: np.random.Generator | None = None,
+    **kwargs: Any,
 ) -> np.ndarray:
     """Transform ``im`` geometrically to ``size`` and apply the pixel augmentations.
 
-    The pixel ops (gamma/colour, contrast, blur, noise) follow the shared semantics documented in
-    :mod:`crumpets_lightning.data.augment.pixel_ops`.
+    The parameters and their defaults are those of
+    :class:`~crumpets_lightning.data.augment.params.AugmentationParams` (``angle``, ``scale``, ``shift``,
+    ``gamma_gray``, ``noise``, ``blur``, ...), given as ``params`` (an instance or a crumpets-style dict) and/or
+    as keyword arguments (which override ``params``), as in crumpets:
+    ``randomize_image(im, (224, 224), angle=10, gamma_gray=0.8)``. The pixel ops (gamma/colour, contrast,
+    blur, noise) follow the shared semantics documented in :mod:`crumpets_lightning.data.augment.pixel_ops`.
 
     Args:
         im: uint8 image, ``H x W x 3`` in **RGB** order, or ``H x W`` / ``H x W x 1`` gray.
         size: ``(height, width)`` of the result.
-        background: fill where no image data lands: a scalar (every channel) or one value per channel.
-        color: the image is coloured; ``False`` ignores ``gamma_color``.
-        angle: rotation in degrees, counter-clockwise.
-        scale: zoom; 1 fits the image to ``size`` per ``scale_mode``, 2 doubles its side lengths.
-        shift: relative ``(x, y)`` in ``[-1, 1]``; see :mod:`crumpets_lightning.data.augment.augmentation`.
-        aspect: aspect ratio change (x stretched by ``sqrt(aspect)``, y shrunk by it).
-        hmirror: mirror left/right.
-        vmirror: mirror up/down.
-        interp_method: OpenCV interpolation flag; bilinear by default.
-        gamma_gray: gamma for all channels (< 1 brightens).
-        gamma_color: per-channel gammas ``(r, g, b)``.
-        contrast: contrast in ``[-1, 1]``.
-        noise: noise strength (std ``noise * 255``).
-        blur: Gaussian sigma relative to the image width.
-        shear: number (gradient of the horizontal edges) or pair ``(x, y)``.
-        is_rgb: ``True`` adds camera-sensor noise (less in green) to 3-channel images; else equal noise.
-        scale_mode: ``"shortest"`` (fill, crop the excess) or ``"longest"`` (fit, background around).
-        supersampling: see :func:`rotate_and_resize`.
-        gpu_augmentation: skip the pixel ops (a GPU ``Randomizer`` applies them).
-        do_rotate_and_resize: apply the geometric transform; ``False`` keeps ``im``'s geometry.
+        params: the augmentation parameters (``None``: all neutral).
         rng: generator for the noise; a fixed-seed one when ``None``.
+        **kwargs: further parameters by name, overriding ``params``.
 
     Returns:
         The randomized uint8 image, same channel layout as ``im``.
+
+    Raises:
+        ValueError: an unknown parameter name or a parameter out of its domain.
     """
-    if do_rotate_and_resize:
+    if kwargs:
+        base = params.to_dict() if isinstance(params, AugmentationParams) else check_param_dict(params or {})
+        base.update(check_param_dict(kwargs, "randomize_image() keyword arguments"))
+        params = base
+    p = AugmentationParams.from_dict(params)
+    if p.do_rotate_and_resize:
         out = rotate_and_resize(
-            im, angle, size, scale, aspect, shift, interp_method, background, hmirror, vmirror, shear, scale_mode,
-            supersampling,
+            im, p.angle, size, p.scale, p.aspect, p.shift, p.interp_method, p.background, p.hmirror, p.vmirror,
+            p.shear, p.scale_mode, p.supersampling,
         )  # fmt: skip
     else:
         out = im.copy()
-    if gpu_augmentation:
+    if p.gpu_augmentation:
         return out
-    row = augmentation_row(color, gamma_gray, gamma_color, contrast, noise, blur)
+    row = augmentation_row(p.color, p.gamma_gray, p.gamma_color, p.contrast, p.noise, p.blur)
     generator = rng if rng is not None else np.random.default_rng(0)
-    return apply_pixel_ops(out, row, generator, is_rgb=is_rgb)
+    return apply_pixel_ops(out, row, generator, is_rgb=p.is_rgb)

@@ -9,14 +9,17 @@ These are exactly the ops the GPU ``Randomizer`` applies, with the same semantic
    ``y' = y + k (S(y) - y)`` for ``k >= 0`` and ``y' = y - k (S^-1(y) - y)`` for ``k < 0``;
    steps 1-2 form one 256-entry table per channel, entries ``clip(y' * 255, 0, 255)`` (rounded to uint8
    here: the result stays within one level of exact float arithmetic, the CPU/GPU tolerance);
-3. blur: ``sigma = blur * W`` (``W`` the width in pixels); nothing below 0.2, else a separable Gaussian of
-   size ``2 ceil(3 sigma) + 1`` with reflect-101 borders;
-4. noise of strength ``s``: zero-mean Gaussian, per-channel std ``s * 255 * w_c``; ``w = (1, 0.6, 1)``
-   for camera-sensor ("rgb") noise on a 3-channel RGB image, ``w_c = 1`` otherwise ("other" noise);
+3. blur: ``sigma = blur * W`` (``W`` the width in pixels); nothing below ``MIN_BLUR_SIGMA`` (0.2), else a
+   separable Gaussian of size ``2 ceil(3 sigma) + 1`` with reflect-101 borders;
+4. noise of strength ``s``: zero-mean Gaussian, per-channel std ``s * 255 * w_c``; ``w = RGB_NOISE_WEIGHTS =
+   (1, 0.6, 1)`` for camera-sensor ("rgb") noise on a 3-channel RGB image, ``w_c = 1`` otherwise ("other");
 5. round half to even, clip to ``[0, 255]``, uint8.
 
 The noise is read from a pool of standard normals built once per process from a fixed seed, at an offset
-drawn from the sample's generator: far cheaper than drawing fresh normals, with the same statistics.
+drawn from the sample's generator: far cheaper than drawing fresh normals, with the same statistics. (The
+device path's noise is a different, counter-based field keyed by the record's seed: CPU and device results
+agree in distribution, not pixel for pixel, where noise is on.) The constants come from the record schema,
+:mod:`crumpets_lightning.data.augment.record`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from crumpets_lightning.data.augment.record import AUGMENTATION_FIELDS
+from crumpets_lightning.data.augment.record import (
+    AUGMENTATION_FIELDS,
+    BLUR_TRUNCATE,
+    FIELD_INDEX,
+    MIN_BLUR_SIGMA,
+    RGB_NOISE_WEIGHTS,
+)
 
 __all__ = [
     "RGB_NOISE_WEIGHTS",
@@ -42,15 +51,11 @@ __all__ = [
     "noise_pool",
 ]
 
-#: Relative noise std per channel (R, G, B) of camera-sensor noise: less noise in green.
-RGB_NOISE_WEIGHTS: tuple[float, float, float] = (1.0, 0.6, 1.0)
-
 _POOL_SIZE = 1 << 22  # 4M float32 = 16 MiB
 _POOL_SEED = 0x5EED
 _pool: np.ndarray | None = None
 _BASE = np.arange(256, dtype=np.float64) / 255.0
-_BLUR_MIN_SIGMA = 0.2
-_FIELD = {name: i for i, name in enumerate(AUGMENTATION_FIELDS)}
+_FIELD = FIELD_INDEX
 
 
 def noise_pool() -> np.ndarray:
@@ -137,7 +142,7 @@ def _channel_gammas(channels: int, color: bool, gamma_gray: float, gamma_color: 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
     # a few taps: plain floats are cheaper than numpy calls on tiny arrays
-    radius = math.ceil(3 * sigma)
+    radius = math.ceil(BLUR_TRUNCATE * sigma)
     scale = -1.0 / (2.0 * sigma * sigma)
     weights = [math.exp(d * d * scale) for d in range(-radius, radius + 1)]
     total = math.fsum(weights)
@@ -174,7 +179,7 @@ def _apply_planes(
     stays within one level of the exact float pipeline, the documented CPU/GPU tolerance.
     """
     use_lut = contrast != 0.0 or any(g != 1.0 for g in gammas)
-    use_blur = sigma >= _BLUR_MIN_SIGMA
+    use_blur = sigma >= MIN_BLUR_SIGMA
     use_noise = noise > 0.0
     if not (use_lut or use_blur or use_noise):
         return

@@ -449,11 +449,14 @@ class TurboDataLoader:
             ValueError: not a loader state, or one from a loader with a different seed, sample count, batch
                 size, num_mini_batches, world size, shuffle or drop_last setting.
         """
-        if not isinstance(state_dict, Mapping):
-            raise ValueError(f"{self.name}: expected a loader state dict but got {type(state_dict).__name__}")
-        missing = {"epoch", "batches_done", "iteration", "seed"} - set(state_dict)
+        missing = {"epoch", "batches_done", "iteration", "seed"} - set(
+            state_dict if isinstance(state_dict, Mapping) else ()
+        )
         if missing:
-            raise ValueError(f"{self.name}: not a loader state, missing {sorted(missing)}")
+            raise ValueError(
+                f"{self.name}: not a loader state (missing {sorted(missing)}) but {state_dict!r}; was the checkpoint "
+                "written with a different data loader?"
+            )
         if state_dict["seed"] != self.seed and self._seed_given:
             raise ValueError(
                 f"{self.name}: the saved state was made with seed {state_dict['seed']} but this loader has seed "

@@ -20,7 +20,6 @@ buffer's fill value is the background where no image data lands (a scalar colour
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,26 +29,23 @@ import numpy as np
 
 from crumpets_lightning.data.augment.augmentation import (
     _INTERPOLATIONS,
-    INTERP_LINEAR,
     INTERP_NEAREST,
     _background_tuple,
-    _decode,
     _pixel_grid,
     _warp,
-    augmentation_row,
     make_transform,
-    randomize_image,
     rotate_and_resize,
 )
+from crumpets_lightning.data.augment.decode import DEFAULT_MAX_PIXELS, _check_max_pixels, _decode
+from crumpets_lightning.data.augment.params import AugmentationParams, check_param_dict
 from crumpets_lightning.data.augment.pixel_ops import apply_pixel_ops, apply_pixel_ops_chw, noise_pool
-from crumpets_lightning.data.augment.record import AUGMENTATION_SPEC
+from crumpets_lightning.data.augment.record import AUGMENTATION_SPEC, augmentation_row
 from crumpets_lightning.data.augment.rng import RNG, MixtureRNG, NoRNG
 from crumpets_lightning.data.errors import SampleError
 from crumpets_lightning.data.workers.base import BufferSpec, BufferWorker
 
 __all__ = ["ClassificationWorker", "FCNWorker", "ImageWorker", "SaliencyWorker", "SegmentationWorker"]
 
-_RANDOMIZE_KEYS = frozenset(inspect.signature(randomize_image).parameters) - {"im", "size", "rng"}
 _GEOMETRY_KEYS = frozenset({"angle", "scale", "shift", "aspect", "hmirror", "vmirror", "shear", "scale_mode"})
 _PIXEL_KEYS = frozenset({"gamma_gray", "gamma_color", "contrast", "noise", "blur"})
 # Decode at reduced scale only when at least this many times larger than needed.
@@ -65,15 +61,17 @@ _FAST_UPSAMPLE = True
 _SCRATCH = True
 
 
-def _check_params(name: str, params: Mapping[str, Any] | None, extra: frozenset[str] = frozenset()) -> dict[str, Any]:
+# what an RNG's draw is called in the error when it has a key that is no parameter
+_DRAW_NAME = "the dict drawn by image_rng (merged with image_params)"
+
+
+def _check_params(name: str, params: Mapping[str, Any] | AugmentationParams | None) -> dict[str, Any]:
+    """Fixed parameters as a checked dict; an ``AugmentationParams`` fixes every parameter."""
     if params is None:
         return {}
-    if not isinstance(params, Mapping):
-        raise TypeError(f"`{name}` must be a dict of randomize_image parameters, got {type(params).__name__}")
-    unknown = set(params) - _RANDOMIZE_KEYS - extra
-    if unknown:
-        raise ValueError(f"`{name}` has unknown keys {sorted(unknown)}; allowed: {sorted(_RANDOMIZE_KEYS | extra)}")
-    return dict(params)
+    if isinstance(params, AugmentationParams):
+        return params.to_dict()
+    return check_param_dict(params, f"`{name}`")
 
 
 def _check_image_spec(name: str, spec: BufferSpec) -> tuple[int, int, int]:
@@ -106,14 +104,14 @@ _BORDERS: dict[tuple[bytes, str, int], tuple[float, float, float, float]] = {}
 _BORDERS_BY_ID: dict[int, tuple[np.ndarray, int, tuple[float, float, float, float]]] = {}
 
 
-def _needed_source(params: Mapping[str, Any], height: int, width: int) -> tuple[int, int]:
+def _needed_source(params: AugmentationParams, height: int, width: int) -> tuple[int, int]:
     """Smallest decoded size that keeps the warp from upsampling beyond the source's own resolution."""
-    scale = float(params.get("scale", 1) or 1)
-    aspect = float(params.get("aspect", 1) or 1)
-    shear = params.get("shear") or 0
+    scale = float(params.scale or 1)
+    aspect = float(params.aspect or 1)
+    shear = params.shear or 0
     shear_amount = max(abs(float(v)) for v in shear) if isinstance(shear, (tuple, list)) else abs(float(shear))
     stretch = max(math.sqrt(aspect), 1 / math.sqrt(aspect)) * (1 + shear_amount)
-    samples = int(params.get("supersampling", 0) or 1)
+    samples = int(params.supersampling or 1)
     factor = scale * stretch * samples
     return math.ceil(height * factor), math.ceil(width * factor)
 
@@ -165,20 +163,25 @@ def _write_chw(buffer: np.ndarray, im: np.ndarray) -> None:
 class ImageWorker(BufferWorker):
     """Worker for images of any kind: decodes ``sample["image"]`` and writes the ``image`` buffer.
 
-    Also writes the ``augmentation`` buffer (the drawn pixel-op values, see
-    :mod:`crumpets_lightning.data.augment.record`).
+    Also writes the ``augmentation`` buffer (the drawn pixel-op values and the sample's noise seed, see
+    :mod:`crumpets_lightning.data.augment.record`) and appends the sample's key (``self.sample_key``: its
+    ``key`` field or its index) to ``batch["key"]``, so batches can name their samples.
 
     Args:
         image: image buffer spec ``((channels, height, width), dtype[, fill_value])``; 3 channels decode in
             colour (RGB), 1 channel in gray. The fill value is the background colour.
-        image_params: fixed ``randomize_image`` parameters that override random ones (e.g.
-            ``{"scale_mode": "longest"}``).
+        image_params: fixed augmentation parameters that override random ones (e.g.
+            ``{"scale_mode": "longest"}``; names and defaults: :class:`~crumpets_lightning.data.AugmentationParams`,
+            an instance of which fixes every parameter).
         image_rng: :class:`~crumpets_lightning.data.augment.rng.RNG` drawing the augmentation; none by default.
         gpu_augmentation: leave the pixel ops to a GPU ``Randomizer`` (their values are still recorded).
+        max_pixels: refuse (as a bad sample) images with more pixels than this, read from the image header
+            before decoding; ``None``: no limit. See :mod:`crumpets_lightning.data.augment.decode`.
         **kwargs: further buffers, ``key=(shape, dtype[, fill_value])``.
 
     Raises:
-        ValueError: the image spec is not CHW with 1 or 3 channels, or ``image_params`` has unknown keys.
+        ValueError: the image spec is not CHW with 1 or 3 channels, ``image_params`` has unknown keys, or
+            ``max_pixels`` is not a positive int or ``None``.
         TypeError: ``image_rng`` is not an RNG.
 
     Example::
@@ -194,9 +197,11 @@ class ImageWorker(BufferWorker):
         image_params: Mapping[str, Any] | None = None,
         image_rng: RNG | None = None,
         gpu_augmentation: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
         **kwargs: Any,
     ) -> None:
         super().__init__(gpu_augmentation=gpu_augmentation, **kwargs)
+        self.max_pixels = _check_max_pixels(max_pixels)
         self.add_buffer("image", image)
         self.add_buffer("augmentation", AUGMENTATION_SPEC)
         _check_image_spec("image", self._buffer_specs["image"])
@@ -230,18 +235,29 @@ class ImageWorker(BufferWorker):
             return rng.noise_range is not None and rng.noise_range[1] > 0 and rng.prob > 0
         return True  # any other RNG may draw noise
 
-    def draw_params(self, key: str = "image") -> dict[str, Any]:
-        """Draw random parameters for buffer ``key`` from ``self.rng``; fixed params of ``key`` override them."""
+    def draw_params(self, key: str = "image") -> AugmentationParams:
+        """Draw random parameters for buffer ``key`` from ``self.rng``; fixed params of ``key`` override them.
+
+        Raises:
+            ValueError: the RNG drew a key that is not a parameter (named in the message).
+        """
         _, height, width = _check_image_spec(key, self._buffer_specs[key])
         params = dict(self.image_rng((height, width), self.rng))
         params.update(self.params.get(key, {}))
-        return params
+        return AugmentationParams.from_dict(params, _DRAW_NAME)
+
+    def add_key(self, batch: dict[str, list]) -> None:
+        """Append the current sample's key to ``batch["key"]`` (the ImageWorker family does it per sample)."""
+        keys = batch.get("key")
+        if keys is None:
+            keys = batch["key"] = []
+        keys.append(self.sample_key)
 
     def prepare_image(
         self,
         data: Any,
         buffers: dict[str, np.ndarray],
-        params: Mapping[str, Any],
+        params: AugmentationParams | Mapping[str, Any],
         key: str = "image",
     ) -> np.ndarray:
         """Decode ``data``, transform it with ``params`` and write buffer ``key`` (and ``augmentation``).
@@ -249,7 +265,7 @@ class ImageWorker(BufferWorker):
         Args:
             data: encoded image bytes.
             buffers: the sample's buffers.
-            params: ``randomize_image`` parameters.
+            params: augmentation parameters (an ``AugmentationParams`` or a crumpets-style dict).
             key: the image buffer to write.
 
         Returns:
@@ -260,19 +276,19 @@ class ImageWorker(BufferWorker):
         Raises:
             SampleError: the image cannot be decoded or a parameter is invalid.
         """
+        params = AugmentationParams.from_dict(params)
         im, full = self._decode_for(key, data, params)
         extent = _decoded_extent(im.shape[:2], full)
         matrix = self._write_decoded(im, buffers, params, key, extent)
         return matrix @ _from_unit(extent)
 
-    def _decode_for(self, key: str, data: Any, params: Mapping[str, Any]) -> tuple[np.ndarray, tuple[int, int]]:
+    def _decode_for(self, key: str, data: Any, params: AugmentationParams) -> tuple[np.ndarray, tuple[int, int]]:
         """Decode ``data`` for buffer ``key`` (reduced when much larger than needed); also its full size."""
         channels, height, width = _check_image_spec(key, self._buffer_specs[key])
         need_h, need_w = _needed_source(params, height, width)
         try:
             mode = "rgb" if channels == 3 else "gray"
-            fast = {"fast_dct": _FAST_DCT, "fast_upsample": _FAST_UPSAMPLE}
-            return _decode(data, mode, need_h, need_w, _REDUCE_MIN_FACTOR, **fast)
+            return _decode(data, mode, need_h, need_w, _REDUCE_MIN_FACTOR, _FAST_DCT, _FAST_UPSAMPLE, self.max_pixels)
         except SampleError as error:
             raise SampleError(f"field {key!r}: {error.message}", self.sample_key) from None
 
@@ -280,26 +296,28 @@ class ImageWorker(BufferWorker):
         self,
         im: np.ndarray,
         buffers: dict[str, np.ndarray],
-        params: Mapping[str, Any],
+        params: AugmentationParams,
         key: str,
         extent: tuple[float, float] | None = None,
     ) -> np.ndarray:
         """Warp a decoded (RGB, RGBA or gray) image into buffer ``key``; returns the pixel-coordinate matrix."""
         spec = self._buffer_specs[key]
         color = spec[0][0] == 3
+        # the sample's noise seed (48 bits) for device-side noise, from its (seed, epoch, index) generator
+        seed = self.rng.bit_generator.random_raw() >> 16
         try:
             matrix, out = self._warp(im, params, spec, extent)
             row = augmentation_row(
-                bool(params.get("color", True)) and color, params.get("gamma_gray"), params.get("gamma_color"),
-                params.get("contrast"), params.get("noise"), params.get("blur"),
+                bool(params.color) and color, params.gamma_gray, params.gamma_color, params.contrast, params.noise,
+                params.blur, seed,
             )  # fmt: skip
         except (ValueError, TypeError) as error:
             raise SampleError(f"bad augmentation parameters for {key!r}: {error}", self.sample_key) from None
         if key == "image" and "augmentation" in buffers:
             buffers["augmentation"][...] = row
         buffer = buffers[key]
-        pixel_ops = not (self.gpu_augmentation or params.get("gpu_augmentation", False))
-        is_rgb = bool(params.get("is_rgb", True))
+        pixel_ops = not (self.gpu_augmentation or params.gpu_augmentation)
+        is_rgb = bool(params.is_rgb)
         if pixel_ops and buffer.dtype != np.uint8:
             out = apply_pixel_ops(np.ascontiguousarray(out[..., : buffer.shape[0]]), row, self.rng, is_rgb=is_rgb)
         _write_chw(buffer, out)
@@ -308,34 +326,34 @@ class ImageWorker(BufferWorker):
         return matrix
 
     def _warp(
-        self, im: np.ndarray, params: Mapping[str, Any], spec: BufferSpec, extent: tuple[float, float] | None = None
+        self, im: np.ndarray, params: AugmentationParams, spec: BufferSpec, extent: tuple[float, float] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """One warp of ``im`` to the spec's size; returns the matrix and the HWC result (RGBA for colour)."""
         _, height, width = spec[0]
         matrix = make_transform(
             extent if extent is not None else im.shape[:2],
             (height, width),
-            params.get("angle", 0),
-            params.get("scale", 1),
-            params.get("aspect", 1),
-            params.get("shift"),
-            bool(params.get("hmirror", False)),
-            bool(params.get("vmirror", False)),
-            params.get("shear"),
-            params.get("scale_mode", "shortest"),
+            params.angle,
+            params.scale,
+            params.aspect,
+            params.shift,
+            bool(params.hmirror),
+            bool(params.vmirror),
+            params.shear,
+            params.scale_mode,
         )
-        background = params.get("background")
-        if not params.get("do_rotate_and_resize", True):
+        background = params.background
+        if not params.do_rotate_and_resize:
             if im.shape[:2] != (height, width):
                 raise ValueError(
                     f"do_rotate_and_resize=False needs the image at the buffer size {(height, width)}, "
                     f"got {im.shape[:2]}"
                 )
             return np.eye(3), im
-        method = params.get("interp_method", INTERP_LINEAR)
+        method = params.interp_method
         if method not in _INTERPOLATIONS:
             raise ValueError(f"interp_method must be one of the cv2.INTER_* flags {_INTERPOLATIONS}, got {method!r}")
-        supersampling = params.get("supersampling", 0)
+        supersampling = params.supersampling
         if int(supersampling) != supersampling or supersampling < 0:
             raise ValueError(f"supersampling must be a non-negative int, got {supersampling!r}")
         border = _spec_border(spec) if background is None else _background_tuple(background, spec[0][0])
@@ -345,6 +363,7 @@ class ImageWorker(BufferWorker):
         """Decode and augment ``sample["image"]`` into the ``image`` and ``augmentation`` buffers."""
         data = _field(sample, "image", self.sample_key)
         self.prepare_image(data, buffers, self.draw_params("image"), "image")
+        self.add_key(batch)
 
 
 @functools.lru_cache(maxsize=16)
@@ -420,6 +439,7 @@ class ClassificationWorker(ImageWorker):
         label = _label_array(_field(sample, "label", self.sample_key), self._buffer_specs["label"], self.sample_key)
         self.prepare_image(data, buffers, self.draw_params("image"), "image")
         buffers["label"][...] = label
+        self.add_key(batch)
 
 
 class FCNWorker(ImageWorker):
@@ -465,10 +485,10 @@ class FCNWorker(ImageWorker):
     def _check_target_spec(self) -> None:
         _check_image_spec("target_image", self._buffer_specs["target_image"])
 
-    def _target_params(self, image_params: Mapping[str, Any]) -> dict[str, Any]:
-        params = {k: v for k, v in image_params.items() if k in _GEOMETRY_KEYS}
+    def _target_params(self, image_params: AugmentationParams) -> AugmentationParams:
+        params = {k: getattr(image_params, k) for k in _GEOMETRY_KEYS}
         params.update(self.params["target_image"])
-        return params
+        return AugmentationParams.from_dict(params, "`target_image_params`")
 
     def _decode_target(self, data: Any, spec: BufferSpec) -> np.ndarray:
         channels = spec[0][0]
@@ -476,7 +496,7 @@ class FCNWorker(ImageWorker):
             im = data
         else:
             try:
-                im, _ = _decode(data, "rgb" if channels == 3 else "gray")
+                im, _ = _decode(data, "rgb" if channels == 3 else "gray", max_pixels=self.max_pixels)
             except SampleError as error:
                 raise SampleError(f"field 'target_image': {error.message}", self.sample_key) from None
         return im
@@ -485,18 +505,18 @@ class FCNWorker(ImageWorker):
         self,
         target: np.ndarray,
         buffers: dict[str, np.ndarray],
-        params: Mapping[str, Any],
+        params: AugmentationParams,
         unit_matrix: np.ndarray,
     ) -> None:
         spec = self._buffer_specs["target_image"]
         matrix = self._target_matrix(unit_matrix, target.shape)
         channels, height, width = spec[0]
-        background = params.get("background")
+        background = params.background
         if background is None:
             background = _fill_values(spec)
         out = rotate_and_resize(
-            target, 0, (height, width), 1, 1, None, int(params.get("interp_method", INTERP_LINEAR)), background,
-            False, False, supersampling=int(params.get("supersampling", 0)), transform=matrix,
+            target, 0, (height, width), 1, 1, None, int(params.interp_method), background,
+            False, False, supersampling=int(params.supersampling), transform=matrix,
         )  # fmt: skip
         if out.ndim == 3 and out.shape[2] != channels:
             if channels == 1:
@@ -506,11 +526,10 @@ class FCNWorker(ImageWorker):
                     f"field 'target_image' has {out.shape[2]} channels but the target buffer has {channels}",
                     self.sample_key,
                 )
-        if any(k in params for k in _PIXEL_KEYS) and out.dtype == np.uint8:
+        if any(getattr(params, k) is not None for k in _PIXEL_KEYS) and out.dtype == np.uint8:
             row = augmentation_row(
-                channels == 3, params.get("gamma_gray"), params.get("gamma_color"), params.get("contrast"),
-                params.get("noise"), params.get("blur"),
-            )  # fmt: skip
+                channels == 3, params.gamma_gray, params.gamma_color, params.contrast, params.noise, params.blur
+            )
             out = apply_pixel_ops(out, row, self.rng)
         _write_chw(buffers["target_image"], out)
 
@@ -522,6 +541,7 @@ class FCNWorker(ImageWorker):
         target = self._decode_target(target_data, self._buffer_specs["target_image"])
         unit_matrix = self.prepare_image(data, buffers, params, "image")
         self._write_target(target, buffers, self._target_params(params), unit_matrix)
+        self.add_key(batch)
 
     def _target_matrix(self, unit_matrix: np.ndarray, target_source: tuple[int, ...]) -> np.ndarray:
         """Target-source pixels -> target-buffer pixels through the image's unit-coordinate transform."""
@@ -572,7 +592,7 @@ class SegmentationWorker(FCNWorker):
                 self.sample_key,
             )
         try:
-            im, _ = _decode(data, "unchanged")
+            im, _ = _decode(data, "unchanged", max_pixels=self.max_pixels)
         except SampleError as error:
             raise SampleError(f"field 'target_image': {error.message}", self.sample_key) from None
         if im.ndim == 3:
@@ -589,18 +609,18 @@ class SegmentationWorker(FCNWorker):
         self,
         target: np.ndarray,
         buffers: dict[str, np.ndarray],
-        params: Mapping[str, Any],
+        params: AugmentationParams,
         unit_matrix: np.ndarray,
     ) -> None:
         spec = self._buffer_specs["target_image"]
         _, height, width = spec[0]
         matrix = self._target_matrix(unit_matrix, target.shape)
-        background = params.get("background")
+        background = params.background
         if background is None:
             background = _fill_values(spec)
         out = rotate_and_resize(
-            target, 0, (height, width), 1, 1, None, int(params.get("interp_method", INTERP_NEAREST)), background,
-            False, False, supersampling=int(params.get("supersampling", 1)), transform=matrix,
+            target, 0, (height, width), 1, 1, None, int(params.interp_method), background,
+            False, False, supersampling=int(params.supersampling), transform=matrix,
         )  # fmt: skip
         buffers["target_image"][...] = out.reshape(height, width)[None]
 
@@ -739,6 +759,7 @@ class SaliencyWorker(ImageWorker):
         xy = points[:, ::-1]
         mapped = xy @ full[:2, :2].T + full[:2, 2]
         buffers["target_image"][...] = self._render(mapped, target_h, target_w)
+        self.add_key(batch)
 
     def _render(self, xy: np.ndarray, height: int, width: int) -> np.ndarray:
         params = self.params["target_image"]
