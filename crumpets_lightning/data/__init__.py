@@ -9,11 +9,12 @@ from crumpets_lightning._lazy import lazy_getattr
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
     from crumpets_lightning.data.augment.augmentation import (
         calc_scale_ratio,
-        decode_image,
         make_transform,
         randomize_image,
         rotate_and_resize,
     )
+    from crumpets_lightning.data.augment.decode import decode_image
+    from crumpets_lightning.data.augment.params import AugmentationParams
     from crumpets_lightning.data.augment.pixel_ops import (
         add_blur,
         add_gamma,
@@ -33,37 +34,17 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         augmentation_from_records,
         augmentation_to_records,
     )
-    from crumpets_lightning.data.augment.rng import (
-        RNG,
-        MixtureRNG,
-        NoRNG,
-        human2gamma,
-    )
+    from crumpets_lightning.data.augment.rng import RNG, MixtureRNG, NoRNG, human2gamma
     from crumpets_lightning.data.datamodule import CrumpetsDataModule
-    from crumpets_lightning.data.errors import (
-        CrumpetsDataError,
-        SampleError,
-        WorkerDiedError,
-        WorkerError,
-    )
+    from crumpets_lightning.data.errors import CrumpetsDataError, SampleError, WorkerDiedError, WorkerError
     from crumpets_lightning.data.loader.loader import TurboDataLoader
     from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
-    from crumpets_lightning.data.sources.datasets import (
-        ImageFolderDataset,
-        MsgpackDataset,
-        open_source,
-        write_msgpack,
-    )
-    from crumpets_lightning.data.transport.codec import (
-        pack_sample,
-        unpack_sample,
-    )
-    from crumpets_lightning.data.workers.base import (
-        BufferWorker,
-        Worker,
-        make_buffer_spec,
-        make_fill_value,
-    )
+    from crumpets_lightning.data.sources.image_folder import ImageFolderDataset
+    from crumpets_lightning.data.sources.msgpack_file import MsgpackDataset, write_msgpack
+    from crumpets_lightning.data.sources.open import check_source, open_source
+    from crumpets_lightning.data.sources.shards import ShardedDataset, WindowShuffledShards
+    from crumpets_lightning.data.transport.codec import pack_sample, unpack_sample
+    from crumpets_lightning.data.workers.base import BufferWorker, Worker, make_buffer_spec, make_fill_value
     from crumpets_lightning.data.workers.image import (
         ClassificationWorker,
         FCNWorker,
@@ -88,7 +69,7 @@ _NAMES = {
     "SegmentationWorker": "workers.image",
     "SaliencyWorker": "workers.image",
     # augmentation (CPU)
-    "decode_image": "augment.augmentation",
+    "decode_image": "augment.decode",
     "calc_scale_ratio": "augment.augmentation",
     "make_transform": "augment.augmentation",
     "rotate_and_resize": "augment.augmentation",
@@ -98,6 +79,7 @@ _NAMES = {
     "add_noise_other": "augment.pixel_ops",
     "add_blur": "augment.pixel_ops",
     "apply_pixel_ops": "augment.pixel_ops",
+    "AugmentationParams": "augment.params",
     "AUGMENTATION_FIELDS": "augment.record",
     "NEUTRAL_AUGMENTATION": "augment.record",
     "augmentation_to_records": "augment.record",
@@ -114,10 +96,13 @@ _NAMES = {
     # samples and datasets
     "pack_sample": "transport.codec",
     "unpack_sample": "transport.codec",
-    "MsgpackDataset": "sources.datasets",
-    "ImageFolderDataset": "sources.datasets",
-    "write_msgpack": "sources.datasets",
-    "open_source": "sources.datasets",
+    "MsgpackDataset": "sources.msgpack_file",
+    "ImageFolderDataset": "sources.image_folder",
+    "ShardedDataset": "sources.shards",
+    "WindowShuffledShards": "sources.shards",
+    "write_msgpack": "sources.msgpack_file",
+    "open_source": "sources.open",
+    "check_source": "sources.open",
     # Lightning
     "CrumpetsDataModule": "datamodule",
     # errors
@@ -134,6 +119,7 @@ __all__ = [  # a literal list (the keys of _NAMES, tested), so type checkers kno
     "NEUTRAL_AUGMENTATION",
     "NO_AUGMENTATION",
     "RNG",
+    "AugmentationParams",
     "BufferWorker",
     "ClassificationWorker",
     "CrumpetsDataError",
@@ -147,8 +133,10 @@ __all__ = [  # a literal list (the keys of _NAMES, tested), so type checkers kno
     "SaliencyWorker",
     "SampleError",
     "SegmentationWorker",
+    "ShardedDataset",
     "TorchTurboDataLoader",
     "TurboDataLoader",
+    "WindowShuffledShards",
     "Worker",
     "WorkerDiedError",
     "WorkerError",
@@ -160,6 +148,7 @@ __all__ = [  # a literal list (the keys of _NAMES, tested), so type checkers kno
     "augmentation_from_records",
     "augmentation_to_records",
     "calc_scale_ratio",
+    "check_source",
     "decode_image",
     "human2gamma",
     "make_buffer_spec",
