@@ -202,3 +202,19 @@ def test_the_core_and_the_cli_import_without_the_optional_packages():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"  # the tools are imported only when a subcommand runs
+
+
+def test_scikit_learn_and_msgpack_numpy_are_extras_that_make_installs_after_the_torch_pin():
+    import tomllib
+
+    root = PACKAGE_DIR.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    required = " ".join(project["dependencies"])
+    assert "scikit-learn" not in required and "msgpack-numpy" not in required
+    extras = project["optional-dependencies"]
+    assert any(dep.startswith("scikit-learn") for dep in extras["demo"])
+    assert any(dep.startswith("msgpack-numpy") for dep in extras["dev"])
+    recipe = (root / "Makefile").read_text()
+    torch_line = recipe.index('pip install -q "$(TORCH_PIN)"')
+    assert torch_line < recipe.index('pip install -q -e ".[dev,demo]"')
+    assert "TORCH_PIN ?= torch==" in recipe
