@@ -172,9 +172,8 @@ def _model_hint() -> str:
         cls = stack.pop()
         found.append(cls.__name__)
         stack.extend(cls.__subclasses__())
-    return "--model takes a CrumpetsModule subclass by import path (my_package.MyModel) or by short name: " + ", ".join(
-        sorted(set(found))
-    )
+    names = ", ".join(sorted(set(found)))
+    return f"--model takes a CrumpetsModule subclass by import path (my_package.MyModel) or by short name: {names}"
 
 
 def _raising_parser_kwargs() -> dict[str, Any]:
