@@ -237,9 +237,15 @@ class EchoWorker(BufferWorker):
 def value_samples(n):
     return [{{"value": i}} for i in range(n)]
 
+def parent_of(pid):
+    try:  # a process elsewhere on the machine may end between listdir and open
+        with open(f"/proc/{{pid}}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        return None
+
 def resources():
-    children = [p for p in os.listdir("/proc") if p.isdigit() and
-                open(f"/proc/{{p}}/stat").read().rsplit(")", 1)[1].split()[1] == str(os.getpid())]
+    children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
     tmp = tempfile.gettempdir()
     return [len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task")), len(children),
             len([n for n in os.listdir("/dev/shm") if n.startswith(f"crumpets-lightning-{{os.getpid()}}-")]),

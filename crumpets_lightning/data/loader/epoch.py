@@ -13,6 +13,7 @@ it outlives iterators, so an abandoned iterator's slots come back once the worke
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import itertools
 import os
@@ -359,20 +360,17 @@ class EpochIterator:
         planned = plan.batch(seq, start_step)
         payloads: list[Any] | None = None
         if self._stream is None:
-            assert self._order is not None and planned.stop is not None
+            assert self._order is not None
             index = self._order[planned.start : planned.stop]
         else:
-            stop = planned.start + plan.batch_size if planned.stop is None else planned.stop
-            positions = plan.rank + plan.world_size * np.arange(planned.start, stop, dtype=np.int64)
             try:
-                index, payloads = self._stream.read(positions)
+                index, payloads = self._stream.read(plan.positions(planned.start, planned.stop))
             except ValueError as error:
                 raise ValueError(f"{self._loader.name}: epoch {self.epoch}: {error}") from None
             if not len(index):
                 self._num_batches = seq
                 return False
-            if planned.stop is None:
-                planned = PlannedBatch(seq, planned.start, planned.start + len(index), planned.first_step)
+            planned = dataclasses.replace(planned, stop=planned.start + len(index))
         nchunks = min(runtime.pool.nworkers, len(index))
         bounds = np.linspace(0, len(index), nchunks + 1).astype(np.int64)
         splits = [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds) if b > a]
@@ -431,7 +429,6 @@ class EpochIterator:
         plan = self.plan
         assert plan is not None
         planned = pending.planned
-        assert planned.stop is not None
         padding = None if plan.padding is None else plan.padding[planned.start : planned.stop]
         steps = plan.step_bounds(planned.start, planned.stop)
         index = pending.index

@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import secrets
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -334,8 +335,6 @@ class TurboDataLoader:
         """
         epoch = check_int("epoch", epoch, 0)
         if self._resume is not None and self._resume[0] != epoch:
-            import warnings
-
             warnings.warn(
                 f"{self.name}: set_epoch({epoch}) while resuming epoch {self._resume[0]} from a saved state; "
                 "the saved epoch is continued first",
@@ -427,7 +426,7 @@ class TurboDataLoader:
             "version": _STATE_VERSION,
             "epoch": epoch,
             "steps_done": steps,
-            "batches_done": steps // self.num_mini_batches,
+            "batches_done": self.plan.batches_done(steps),
             "iteration": self._iteration,
             "seed": self.seed,
             "samples": self._length,

@@ -49,13 +49,13 @@ class PlannedBatch:
     Attributes:
         seq: the batch number in the epoch.
         start: first row (into :meth:`EpochPlan.order`); a multiple of the step size.
-        stop: one past the last row, or ``None`` for a stream of unknown length (read until it ends).
+        stop: one past the last row (for a stream of unknown length: at most, it may end before).
         first_step: the epoch's step number of this batch's first step.
     """
 
     seq: int
     start: int
-    stop: int | None
+    stop: int
     first_step: int
 
 
@@ -164,6 +164,12 @@ class EpochPlan:
         """The batch that holds epoch step ``step`` (every batch but the last has ``num_mini_batches`` steps)."""
         return step // self.num_mini_batches
 
+    def batches_done(self, steps: int) -> int:
+        """Whole batches among the first ``steps`` steps of an epoch (the short last batch counts when done)."""
+        if self.rows is not None and steps >= self.num_steps:
+            return self.num_batches
+        return steps // self.num_mini_batches
+
     def step_bounds(self, start: int, stop: int) -> list[tuple[int, int]]:
         """The steps of rows ``[start, stop)`` of a batch, as ``(first, last + 1)`` rows relative to ``start``."""
         size = self.step_size
@@ -180,7 +186,7 @@ class EpochPlan:
         rows = self._known_rows()
         if self.available is None:
             assert self.samples is not None
-            return self._positions(rows) % max(self.samples, 1)
+            return self.positions(0, rows) % max(self.samples, 1)
         total = self.samples if self.samples is not None else self.available
         if self.world_size == 1:
             return self._global_order(epoch, total)[:rows]
@@ -199,11 +205,11 @@ class EpochPlan:
         if not self.pads:
             return None
         assert self.samples is not None
-        return self._positions(self._known_rows()) >= self.samples
+        return self.positions(0, self._known_rows()) >= self.samples
 
-    def _positions(self, rows: int) -> np.ndarray:
-        """Global positions of this rank's rows."""
-        return np.arange(self.rank, self.rank + rows * self.world_size, self.world_size, dtype=np.int64)
+    def positions(self, start: int, stop: int) -> np.ndarray:
+        """Global positions in the epoch's order of this rank's rows ``[start, stop)`` (a stream reads these)."""
+        return np.arange(start, stop, dtype=np.int64) * self.world_size + self.rank
 
     def _global_order(self, epoch: int, total: int) -> np.ndarray:
         available = self.available

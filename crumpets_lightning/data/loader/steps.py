@@ -97,6 +97,8 @@ class StepLoader:
                     self.loader._count_batch()
                 epoch.steps_done = batch.first_step + number + 1
                 yield _pinned(step) if self.pin_memory else step
+            # let the slot go as soon as the caller does, not only once the next batch has arrived
+            del batch, converted, step
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the current epoch (the loader's state, counting steps), for checkpoints."""
