@@ -55,30 +55,31 @@ def batch_size_of(batch: Any) -> int:
 class DataWaitMonitor(Callback):
     """Logs the share of each training step spent waiting for data, and the images processed per second.
 
-    The wait of step *i* is the wall time from the end of step *i-1* (``on_train_batch_end``; the epoch start
-    for the first step) to the start of step *i* (``on_train_batch_start``): mostly fetching the batch, plus
-    whatever other callbacks do between steps. The step's full time is that wait plus the time from
-    ``on_train_batch_start`` to ``on_train_batch_end`` (forward, backward, optimizer). Per step it logs
-    ``data/wait_fraction`` (wait / full time) and ``data/images_per_sec`` (batch size / full time), shown in the
-    progress bar; at the end of each training epoch it logs ``data/epoch_wait_fraction`` and
-    ``data/epoch_images_per_sec`` over the whole epoch, keeps them in :attr:`epoch_summaries` and (with
-    ``verbose``) prints one line. Values are per process: under DDP multiply images/s by the world size.
+        The wait of step *i* is the wall time from the end of step *i-1* (``on_train_batch_end``; the epoch start
+        for the first step) to the start of step *i* (``on_train_batch_start``): mostly fetching the batch, plus
+        whatever other callbacks do between steps. The step's full time is that wait plus the time from
+        ``on_train_batch_start`` to ``on_train_batch_end`` (forward, backward, optimizer). Per step it logs
+        ``data/wait_fraction`` (wait / full time) and ``data/images_per_sec`` (batch size / full time), shown in the
+        progress bar; at the end of each training epoch it logs ``data/epoch_wait_fraction`` and
+        ``data/epoch_images_per_sec`` over the whole epoch, keeps them in :attr:`epoch_summaries` and (with
+        ``verbose``) prints one line. Values are per process: under DDP the logged epoch values are the mean over
+    the ranks (multiply images/s by the world size for the total), :attr:`epoch_summaries` holds this rank's.
 
-    The batch size is the leading dimension of ``batch["image"]``, else of the first tensor in the batch, else
-    ``len(batch)``.
+        The batch size is the leading dimension of ``batch["image"]``, else of the first tensor in the batch, else
+        ``len(batch)``.
 
-    Args:
-        log_every_n_steps: Log the per-step values every this many steps (the epoch summary covers all steps).
-        prog_bar: Show the per-step values in the progress bar.
-        verbose: Print the epoch summary (rank zero only).
+        Args:
+            log_every_n_steps: Log the per-step values every this many steps (the epoch summary covers all steps).
+            prog_bar: Show the per-step values in the progress bar.
+            verbose: Print the epoch summary (rank zero only).
 
-    Raises:
-        ValueError: If ``log_every_n_steps`` is not a positive int.
+        Raises:
+            ValueError: If ``log_every_n_steps`` is not a positive int.
 
-    Example::
+        Example::
 
-        trainer = lightning.Trainer(callbacks=[DataWaitMonitor()])
-        trainer.fit(model, datamodule)  # progress bar shows data/wait_fraction and data/images_per_sec
+            trainer = lightning.Trainer(callbacks=[DataWaitMonitor()])
+            trainer.fit(model, datamodule)  # progress bar shows data/wait_fraction and data/images_per_sec
     """
 
     def __init__(self, log_every_n_steps: int = 1, prog_bar: bool = True, verbose: bool = True) -> None:
@@ -161,6 +162,7 @@ class DataWaitMonitor(Callback):
             on_step=False,
             on_epoch=True,
             batch_size=self._epoch_images,
+            sync_dist=True,  # every rank ends the epoch with the same number of steps, so all take part
         )
         if self.verbose:
             rank_zero_info(

@@ -358,12 +358,12 @@ def nss_per_sample(output: Tensor, target: Tensor, eps: float = 1e-8) -> tuple[T
             f"NSS: output of shape {tuple(output.shape)} and target of shape {tuple(target.shape)} "
             f"must have the same batch size and the same number of elements per sample"
         )
-    batch = output.shape[0]
-    flat = output.reshape(batch, -1).float()
+    batch, per_sample = output.shape[0], output.shape[1:].numel()
+    flat = output.reshape(batch, per_sample).float()
     mean = flat.mean(dim=1, keepdim=True)
     std = flat.std(dim=1, correction=0, keepdim=True)
     normalised = (flat - mean) / (std + eps)
-    fixations = (target.reshape(batch, -1) != 0).to(normalised.dtype)
+    fixations = (target.reshape(batch, per_sample) != 0).to(normalised.dtype)
     count = fixations.sum(dim=1)
     nss = (normalised * fixations).sum(dim=1) / count.clamp(min=1)
     return nss, count > 0

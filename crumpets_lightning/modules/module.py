@@ -15,7 +15,9 @@ value is the mean over every rank's real rows; every rank logs every step, also 
 Label check: for class losses and metrics (``checks_class_range``) the labels are compared with the number
 of classes, ``output.shape[1]``, on the host copy of the batch kept in ``on_before_batch_transfer`` (no device
 sync); a label outside ``[0, C)`` raises a ``ValueError`` naming the samples (``batch["key"]``, else
-``batch["index"]``, else the row).
+``batch["index"]``, else the row). (A DataModule that overrides ``on_before_batch_transfer`` replaces this
+module's hook in Lightning; then only labels still on the CPU in the step are checked, and padding is read
+from the batch on the device.)
 
 Gradient accumulation is the Trainer's: pass ``Trainer(accumulate_grad_batches=N)`` (for a DataModule with
 ``num_mini_batches=N``, N). crumpets LR policies whose length was left open are sized in
@@ -158,6 +160,7 @@ class _HostBatch:
     keep: Tensor | None = None
     #: ``batch["key"]`` (a list) or else ``batch["index"]`` (a tensor), to name samples in errors.
     names: Sequence[Any] | Tensor | None = None
+    #: ``"key"`` or ``"index"``: which of the two ``names`` is.
     names_kind: str = "key"
     #: Class labels by key, on the host.
     labels: dict[str, Tensor] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from crumpets_lightning.modules.losses import (
     MSELoss,
     NLLLoss,
     NSSLoss,
+    out_of_range_labels,
 )
 
 
@@ -123,3 +124,30 @@ def test_shape_mismatch_and_float_targets_are_clear_errors() -> None:
         CrossEntropyLoss(reduction="avg")
     with pytest.raises(ValueError, match="same batch size"):
         NSSLoss()({"output": torch.randn(2, 1, 4, 4), "target_image": torch.ones(2, 1, 3, 3)})
+
+
+@pytest.mark.parametrize("loss", [CrossEntropyLoss(), NLLLoss(), LabelSmoothing(0.1)])
+def test_a_label_outside_the_classes_names_the_labels_and_the_class_count(loss: torch.nn.Module) -> None:
+    labels = torch.tensor([[1], [12], [0], [-1]])
+    with pytest.raises(ValueError, match=r"5 classes.*12 \(row 1\); -1 \(row 3\).*\[0, 5\)") as error:
+        loss({"output": _logits(4), "label": labels})
+    assert "Target" not in str(error.value)  # not torch's message: ours, raised before torch sees the labels
+
+
+def test_ignore_index_is_allowed_outside_the_classes_and_dense_targets_are_checked() -> None:
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.randint(0, 3, (2, 1, 4, 4))
+    target[1, 0, 2, 2] = 255
+    expected = F.cross_entropy(logits, target[:, 0], ignore_index=255)
+    got = CrossEntropyLoss(ignore_index=255, target_key="t")({"output": logits, "t": target})
+    assert torch.allclose(got, expected)
+    with pytest.raises(ValueError, match=r"255 \(row 1\).*or the ignore_index -100"):
+        CrossEntropyLoss(target_key="t")({"output": logits, "t": target})
+
+
+def test_out_of_range_labels_mask() -> None:
+    target = torch.tensor([0, 4, 5, -1, -100], dtype=torch.int32)
+    assert out_of_range_labels(target, 5).tolist() == [False, False, True, True, True]
+    assert out_of_range_labels(target, 5, ignore_index=-100).tolist() == [False, False, True, True, False]
+    assert not out_of_range_labels(torch.tensor([0, 1, 2], dtype=torch.uint8), 3).any()
+    assert out_of_range_labels(torch.zeros(0, dtype=torch.long), 3).shape == (0,)

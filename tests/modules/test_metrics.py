@@ -136,3 +136,54 @@ def test_reset_clears_state() -> None:
     metric.reset()
     metric.update({"output": torch.tensor([[0.0, 1.0]]), "label": torch.tensor([[0]])})
     assert metric.compute().item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [AccuracyMetric(), AverageMetric(), ConfusionMatrix(nclasses=3), MSELossMetric(), NSSMetric(), NoopMetric()],
+)
+def test_crumpets_value_names_compute(metric) -> None:
+    with pytest.raises(AttributeError, match=r"value\(\) is crumpets' API.*call compute\(\)"):
+        metric.value()
+
+
+def test_combined_metric_value_names_compute() -> None:
+    with pytest.raises(AttributeError, match=r"CombinedMetric.value\(\).*compute\(\)"):
+        CombinedMetric([AccuracyMetric()]).value()
+
+
+def test_a_batch_of_zero_rows_adds_nothing() -> None:
+    """Under DDP a rank's evaluation batch may be all padding: the module updates the metrics with zero rows."""
+    rng = np.random.default_rng(3)
+    full = {
+        "scores": torch.from_numpy(rng.normal(size=(4, 3)).astype(np.float32)),
+        "label": torch.from_numpy(rng.integers(0, 3, size=(4, 1))),
+        "output": torch.from_numpy(rng.normal(size=(4, 3, 2, 2)).astype(np.float32)),
+        "target_image": torch.from_numpy((rng.random((4, 3, 2, 2)) > 0.5).astype(np.float32)),
+    }
+    empty = {key: value[:0] for key, value in full.items()}
+    factories = [
+        lambda: AccuracyMetric(output_key="scores"),
+        lambda: AverageMetric(),
+        lambda: ConfusionMatrix(nclasses=3, output_key="scores", target_key="label"),
+        lambda: MSELossMetric(),
+        lambda: NSSMetric(),
+    ]
+    for factory in factories:
+        metric, reference = factory(), factory()
+        metric.update(full)
+        metric.update(empty)
+        reference.update(full)
+        torch.testing.assert_close(metric.compute(), reference.compute(), msg=type(metric).__name__)
+        only_empty = factory()
+        only_empty.update(empty)
+        assert torch.isfinite(only_empty.compute()).all()
+
+
+def test_accuracy_rejects_labels_outside_the_classes() -> None:
+    with pytest.raises(ValueError, match=r"3 classes.*7 \(row 1\)"):
+        AccuracyMetric().update({"output": torch.randn(2, 3), "label": torch.tensor([[0], [7]])})
+    # a confusion matrix ignores labels outside its classes (e.g. a segmentation "void" label)
+    matrix = ConfusionMatrix(nclasses=3, target_key="label")
+    matrix.update({"output": torch.randn(2, 3), "label": torch.tensor([[0], [255]])})
+    assert int(matrix.compute().sum()) == 1

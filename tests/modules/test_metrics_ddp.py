@@ -24,6 +24,7 @@ from crumpets_lightning.modules.metrics import (
     ConfusionMatrix,
     MSELossMetric,
     NSSMetric,
+    _WeightedMean,
 )
 
 WORLD_SIZE = 2
@@ -37,6 +38,7 @@ def _metrics() -> dict[str, Any]:
         "mse": MSELossMetric(target_key="regression"),
         "nss": NSSMetric(output_key="saliency"),
         "average": AverageMetric(output_key="score"),
+        "loss_mean": _WeightedMean(),  # CrumpetsModule's logged losses: batch means weighted by rows
     }
 
 
@@ -44,7 +46,8 @@ def _rank_batches(rank: int) -> list[dict[str, torch.Tensor]]:
     """Different data on each rank, different batch sizes too."""
     rng = np.random.default_rng(100 + rank)
     batches = []
-    for batch in (3 + rank, 5, 2 + 2 * rank):
+    # rank 1 ends with a batch of zero rows (under DDP: a batch that is all padding)
+    for batch in (3 + rank, 5, 2 + 2 * rank) + ((0,) if rank else ()):
         saliency_target = (rng.random((batch, 1, 4, 4)) > 0.7).astype(np.float32)
         batches.append(
             {
@@ -65,6 +68,8 @@ def _update(metrics: dict[str, Any], batch: dict[str, torch.Tensor]) -> None:
     for name, metric in metrics.items():
         if name == "mse":
             metric.update({"output": batch["output_regression"], "regression": batch["regression"]})
+        elif name == "loss_mean":
+            metric.update(batch["score"].mean() if len(batch["score"]) else torch.zeros(()), len(batch["score"]))
         else:
             metric.update(batch)
 

@@ -1,6 +1,7 @@
 """CrumpetsModule under real 2-process DDP (gloo on CPU, Lightning's ``ddp`` strategy): validation and test on
 padded shards equal the single-process values on the data without repeats, exactly; a rank whose batch is all
-padding still takes part; predict returns every sample once; no ``sync_dist`` warning for epoch-level logs.
+padding still takes part; predict returns every sample once; no ``sync_dist`` warning for epoch-level logs (the
+module's and the DataWaitMonitor's).
 
 The ranks are plain subprocesses with the environment Lightning reads for externally launched processes.
 """
@@ -39,6 +40,8 @@ TRAIN_ROWS = {0: [[0, 1], [2, 3]], 1: [[4, 5], [6, 0]]}
 def _worker(rank: int, out_dir: str) -> None:
     import lightning
 
+    from crumpets_lightning.callbacks.data_wait import DataWaitMonitor
+
     torch.set_num_threads(1)
     samples = make_samples()
     val = [make_batch(samples, rows, flags) for rows, flags in RANK_BATCHES[rank]]
@@ -55,11 +58,12 @@ def _worker(rank: int, out_dir: str) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[DataWaitMonitor(verbose=False)],
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(model, batch_loader(train), batch_loader(val))
-    fit_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    fit_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "data/"))}
     val_metrics = trainer.validate(model, batch_loader(val), verbose=False)[0]
     test_metrics = trainer.test(model, batch_loader(val), verbose=False)[0]
     predictions = trainer.predict(model, batch_loader(val))
@@ -117,7 +121,7 @@ def test_ddp_evaluation_is_exact_and_epoch_logs_are_synced(tmp_path: Path) -> No
 
     # no "use sync_dist=True" warning: every epoch-level value is reduced across ranks
     assert not [w for w in results[0]["warnings"] if "sync_dist" in w], results[0]["warnings"]
-    assert {"train/loss_step", "train/loss_epoch"} <= set(results[0]["fit"])
+    assert {"train/loss_step", "train/loss_epoch", "data/epoch_wait_fraction"} <= set(results[0]["fit"])
 
     # predict: every sample once over both ranks
     keys = results[0]["keys"] + results[1]["keys"]

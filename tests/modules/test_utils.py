@@ -58,3 +58,26 @@ def test_unpacker_returns_new_dict_with_output() -> None:
     torch.testing.assert_close(out["y"], net(sample["x"]))
     with pytest.raises(KeyError, match="'image'"):
         Unpacker(net)(sample)
+
+
+def test_unpacker_hands_uint8_images_to_the_net_as_float_like_crumpets() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    image = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    sample = {"image": image, "label": torch.zeros(2, 1, dtype=torch.long)}
+    out = Unpacker(conv)(sample)
+    # crumpets' .float(): values stay 0..255, no scaling; the sample's own image stays uint8
+    torch.testing.assert_close(out["output"], conv(image.float()))
+    assert sample["image"].dtype == torch.uint8 and out["image"] is image
+    with pytest.raises(RuntimeError, match=r"(Byte|unsigned char|same)"):
+        Unpacker(conv, float_input=False)(sample)
+
+
+def test_unpacker_passes_other_dtypes_unchanged() -> None:
+    embedding = nn.Embedding(10, 2)
+    tokens = torch.tensor([[1, 2], [3, 4]])
+    out = Unpacker(embedding, input_key="tokens")({"tokens": tokens})
+    torch.testing.assert_close(out["output"], embedding(tokens))
+    double = torch.randn(2, 4, dtype=torch.float64)
+    linear = nn.Linear(4, 2).double()
+    torch.testing.assert_close(Unpacker(linear, input_key="x")({"x": double})["output"], linear(double))
