@@ -22,6 +22,7 @@ The DataModule follows the rules Lightning imposes on custom loaders (SPEC secti
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 from collections.abc import Mapping, Sequence, Sized
@@ -201,7 +202,9 @@ class CrumpetsDataModule(pl.LightningDataModule):
             )
         self.train_rng = train_rng
         self.val_params = _check_val_params(val_params)
-        self.seed = _check_int("seed", seed, 0, "an int >= 0 (the same seed gives the same batches)")
+        self.seed = _check_int("seed", seed, 0, "an int in [0, 2**63) (the same seed gives the same batches)")
+        if self.seed >= 2**63:
+            raise ValueError(f"Expected argument `seed` to be an int in [0, 2**63) but got {seed!r}")
         self.shuffle = _check_bool("shuffle", shuffle)
         self.shuffle_window = _check_shuffle_window(shuffle_window, train)
         self.drop_last = _check_bool("drop_last", drop_last)
@@ -255,7 +258,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
 
     def _train_samples_per_rank(self) -> int | None:
         """Training samples one rank sees per epoch (``None`` before the training source is open)."""
-        dataset = self.datasets.get("train") if hasattr(self, "datasets") else None
+        dataset = self.datasets.get("train")
         if dataset is None:
             return None
         samples = len(dataset)
@@ -438,13 +441,6 @@ class CrumpetsDataModule(pl.LightningDataModule):
             return ImageWorker(image_spec, image_params=self._eval_params())
         return ClassificationWorker(image_spec, ((1,), np.int64), image_params=self._eval_params())
 
-    def _default_nworkers(self) -> int:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            cpus = os.cpu_count() or 1
-        return max(1, cpus // self.local_world_size)
-
     def _settings(self, name: str, overfit: bool) -> tuple[Any, ...]:
         """Everything a loader of ``name`` is built from: a loader is reused only while these stay equal."""
         return (
@@ -482,6 +478,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
                 return cached
             cached.stop()  # a setting changed (e.g. the Tuner's batch_size): build anew
             del self._loaders[name]
+        from crumpets_lightning.data.loader.loader import default_nworkers
         from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 
         training = name == "train"
@@ -489,7 +486,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
             dataset,
             self.batch_size if training else self.batch_size // self.num_mini_batches,
             self._make_worker(name, overfit),
-            nworkers=self.nworkers or self._default_nworkers(),
+            nworkers=self.nworkers or default_nworkers(self.local_world_size),
             num_mini_batches=self.num_mini_batches if training else 1,
             shared_memory=self.shared_memory,
             seed=self.seed,
@@ -551,7 +548,7 @@ def _check_timeout(timeout: Any) -> float:
     accepts = "a positive number of seconds, e.g. timeout: 120"
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
         raise TypeError(f"Expected argument `timeout` to be {accepts} but got {timeout!r} ({type(timeout).__name__})")
-    if not timeout > 0:  # also rejects NaN
+    if not 0 < timeout < math.inf:  # also rejects NaN
         raise ValueError(f"Expected argument `timeout` to be {accepts} but got {timeout!r}")
     return float(timeout)
 

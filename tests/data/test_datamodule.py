@@ -310,8 +310,10 @@ def test_validate_and_test_use_their_own_sources() -> None:
         ({"nworkers": 0}, ValueError, ["`nworkers`", "got 0", "positive int or None"]),
         ({"timeout": "x"}, TypeError, ["`timeout`", "'x' (str)", "positive number of seconds", "timeout: 120"]),
         ({"timeout": 0}, ValueError, ["`timeout`", "got 0", "positive number of seconds"]),
-        ({"seed": -1}, ValueError, ["`seed`", "got -1", "int >= 0"]),
-        ({"seed": 1.5}, TypeError, ["`seed`", "1.5 (float)", "int >= 0"]),
+        ({"seed": -1}, ValueError, ["`seed`", "got -1", "int in [0, 2**63)"]),
+        ({"seed": 2**63}, ValueError, ["`seed`", f"got {2**63}", "int in [0, 2**63)"]),
+        ({"seed": 1.5}, TypeError, ["`seed`", "1.5 (float)", "int in [0, 2**63)"]),
+        ({"timeout": float("inf")}, ValueError, ["`timeout`", "got inf", "positive number of seconds"]),
         ({"shared_memory": 1}, ValueError, ["`shared_memory`", "got 1", "int >= 2", "false (send batches"]),
         ({"shuffle": "yes"}, TypeError, ["`shuffle`", "'yes' (str)", "true or false"]),
         ({"drop_last": None}, TypeError, ["`drop_last`", "None (NoneType)", "true or false"]),
@@ -385,17 +387,6 @@ def test_num_mini_batches_needs_the_trainer_to_accumulate_as_many_steps() -> Non
     assert wait_for_no_children() == {}
 
 
-class _RandomizedModel(TinyModel):
-    def __init__(self) -> None:
-        super().__init__()
-        from crumpets_lightning.modules.randomizer import Randomizer
-
-        self.randomizer = Randomizer()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.randomizer(batch) if self.training else batch
-
-
 def test_gpu_augmentation_without_a_randomizer_on_the_model_is_an_error_when_the_fit_starts() -> None:
     dm = make_datamodule(make_samples(8), gpu_augmentation=True)
     with pytest.raises(ValueError) as raised:
@@ -406,8 +397,12 @@ def test_gpu_augmentation_without_a_randomizer_on_the_model_is_an_error_when_the
     assert "model.init_args.randomizer" in message and "gpu_augmentation=False" in message
     assert wait_for_no_children() == {}
 
+    from crumpets_lightning.modules import CrossEntropyLoss, CrumpetsModule, Randomizer
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 8))
+    model = CrumpetsModule(net, loss=CrossEntropyLoss(), randomizer=Randomizer())
     recorder = BatchRecorder()
-    make_trainer(max_epochs=1, callbacks=[recorder]).fit(_RandomizedModel(), datamodule=dm)
+    make_trainer(max_epochs=1, callbacks=[recorder]).fit(model, datamodule=dm)
     assert len(recorder.train) == 2
     # validating or testing needs no randomizer
     make_trainer().validate(TinyModel(), datamodule=make_datamodule(val=make_samples(4), gpu_augmentation=True))

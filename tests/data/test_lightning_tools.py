@@ -119,6 +119,11 @@ def test_overfit_batches_trains_on_the_same_unaugmented_pixels_every_epoch() -> 
     assert wait_for_no_children() == {}
 
 
+class _GrowBatchAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        trainer.datamodule.batch_size = 6  # type: ignore[attr-defined]
+
+
 def test_reload_dataloaders_every_epoch_gives_full_reshuffled_epochs_and_leaks_nothing() -> None:
     recorder = PixelRecorder()
     dm = make_datamodule(make_samples(12), make_samples(4, seed=1))
@@ -128,6 +133,15 @@ def test_reload_dataloaders_every_epoch_gives_full_reshuffled_epochs_and_leaks_n
     assert [len(epoch) for epoch in epochs] == [3, 3, 3]
     assert all(sorted(flat(epoch)) == list(range(12)) for epoch in epochs)
     assert len({tuple(flat(epoch)) for epoch in epochs}) == 3  # a new order every epoch
+    assert wait_for_no_children() == {}
+
+    # a setting changed between epochs takes effect at the next reload
+    recorder = PixelRecorder()
+    trainer = make_trainer(
+        max_epochs=3, reload_dataloaders_every_n_epochs=1, callbacks=[recorder, _GrowBatchAfterFirstEpoch()]
+    )
+    trainer.fit(TinyModel(), datamodule=make_datamodule(make_samples(12), batch_size=4))
+    assert [[len(labels) for _, labels in epoch] for epoch in recorder.epochs] == [[4, 4, 4], [6, 6], [6, 6]]
     assert wait_for_no_children() == {}
 
 
@@ -182,13 +196,11 @@ def test_batch_size_is_capped_at_the_training_samples_per_rank_once_the_source_i
     dm.teardown("fit")
 
 
-@pytest.mark.parametrize(("drop_last", "world_size"), [(True, 1), (True, 2)])
-def test_batch_size_larger_than_the_training_samples_per_rank_is_an_error_at_setup(
-    drop_last: bool, world_size: int
-) -> None:
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_batch_size_larger_than_the_training_samples_per_rank_is_an_error_at_setup(world_size: int) -> None:
     from types import SimpleNamespace
 
-    dm = make_datamodule(make_samples(10 * world_size), batch_size=16, drop_last=drop_last)
+    dm = make_datamodule(make_samples(10 * world_size), batch_size=16, drop_last=True)
     dm.trainer = SimpleNamespace(global_rank=0, world_size=world_size, num_devices=world_size)  # type: ignore[assignment]
     with pytest.raises(ValueError) as raised:
         dm.setup("fit")
@@ -219,3 +231,24 @@ def test_overfit_batches_with_a_custom_image_worker_turns_its_random_augmentatio
     (first,), (second,) = recorder.epochs
     assert first[1] == second[1] == [0, 1, 2, 3]
     assert torch.equal(first[0], second[0])
+
+
+def test_scale_batch_size_then_fit_with_a_crumpets_module_and_a_per_step_policy(tmp_path: Path) -> None:
+    from functools import partial
+
+    from torch import nn
+
+    from crumpets_lightning.modules import CrossEntropyLoss, CrumpetsModule, PolyPolicy
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 40))
+    model = CrumpetsModule(net, loss=CrossEntropyLoss(), scheduler=partial(PolyPolicy, power=1.0))
+    dm = make_datamodule(make_samples(40), batch_size=2)
+    suggestion = Tuner(make_trainer(max_epochs=2, default_root_dir=tmp_path)).scale_batch_size(
+        model, datamodule=dm, mode="power", steps_per_trial=1
+    )
+    assert suggestion == dm.batch_size == 40
+    trainer = make_trainer(max_epochs=2, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)  # the policy is sized from 1 step per epoch, not 0
+    assert trainer.global_step == 2
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert wait_for_no_children() == {}

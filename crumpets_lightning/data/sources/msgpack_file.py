@@ -22,7 +22,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import msgpack
 
@@ -62,6 +62,9 @@ class _LocalFile:
             self._fd = os.open(self.path, os.O_RDONLY)
             self._pid = os.getpid()
         return os.pread(self._fd, stop - start, start)
+
+    def read_many(self, spans: list[tuple[int, int]]) -> list[bytes]:
+        return [self.read(start, stop) for start, stop in spans]
 
     def read_sidecar(self, suffix: str) -> bytes | None:
         try:
@@ -158,22 +161,15 @@ class MsgpackDataset(Sequence[bytes]):
             IndexError: an index is out of range.
         """
         positions = [self._check_index(index) for index in indices]
-        out: list[bytes | None] = [None] * len(positions)
-        missing: list[int] = []
-        for k, i in enumerate(positions):
-            if self._cache is not None:
-                out[k] = self._cache.get(i, *self.sample_index.span(i))
-            if out[k] is None:
-                missing.append(k)
-        if isinstance(self._file, RemoteFile):
-            fetched = self._file.read_many([self.sample_index.span(positions[k]) for k in missing])
-        else:
-            fetched = [self._file.read(*self.sample_index.span(positions[k])) for k in missing]
-        for k, data in zip(missing, fetched):
+        spans = [self.sample_index.span(i) for i in positions]
+        cache = self._cache
+        out = [None if cache is None else cache.get(i, *span) for i, span in zip(positions, spans)]
+        missing = [k for k, data in enumerate(out) if data is None]
+        for k, data in zip(missing, self._file.read_many([spans[k] for k in missing])):
             out[k] = data
-            if self._cache is not None:
-                self._cache.put(positions[k], self.sample_index.span(positions[k])[0], data)
-        return out  # type: ignore[return-value]
+            if cache is not None:
+                cache.put(positions[k], spans[k][0], data)
+        return cast(list[bytes], out)
 
     def sample_key(self, index: int) -> object:
         """The key of sample ``index`` from datadings' ``.keys`` sidecar when there is one, else ``index``.

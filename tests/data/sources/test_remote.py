@@ -226,3 +226,16 @@ def test_http_url_with_a_query_string_is_a_file_not_a_glob(served, monkeypatch):
     dataset = open_source(server.url("x.msgpack?v=2"))
     assert isinstance(dataset, MsgpackDataset) and len(dataset) == 6
     assert ("GET", "/x.msgpack.offsets?v=2", None) in server.requests
+
+
+def test_sample_cache_is_shared_by_forked_workers_across_epochs(tmp_path, served):
+    root, server = served
+    write_samples(root / "x.msgpack", 18)
+    dataset = open_source(server.url("x.msgpack"), cache_dir=tmp_path / "samples")
+    loader = TurboDataLoader(dataset, 4, EchoWorker(), nworkers=2, shuffle=True, seed=1)
+    first = concat(collect(loader), "value").ravel().tolist()
+    fetched = len([m for m, _ in _data_requests(server, "x.msgpack") if m == "GET"])
+    second = concat(collect(loader), "value").ravel().tolist()
+    loader.stop()
+    assert fetched == 18 and sorted(first) == sorted(second) == list(range(18)) and first != second
+    assert len([m for m, _ in _data_requests(server, "x.msgpack") if m == "GET"]) == 18  # epoch 2 read the cache
