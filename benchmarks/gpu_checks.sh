@@ -14,6 +14,7 @@
 # failed. With the device tool: run(command="bash benchmarks/gpu_checks.sh run", carry=[".whl"]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"  # e.g. PYTHON=.venv/bin/python bash benchmarks/gpu_checks.sh check
 WHEELS=(pyzmq msgpack-numpy simplejpeg jsonargparse docstring-parser)
 
 case "${1:-run}" in
@@ -21,7 +22,7 @@ fetch)
     mkdir -p .whl
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     for name in "${WHEELS[@]}"; do
-        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
             --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
             --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl "$name" \
             || { echo "could not download $name" >&2; exit 1; }
@@ -32,7 +33,7 @@ run)
     out="${OUT:-gpu_results}"
     mkdir -p "$out"
     if compgen -G ".whl/*.whl" > /dev/null; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .whl/*.whl || exit 1
         export PYTHONPATH="/tmp/site:$PWD"
     else
@@ -40,12 +41,12 @@ run)
         export PYTHONPATH="$PWD"
     fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
+    "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" \
         | tee -a "$out/gpu.txt"
-    PYTHONUNBUFFERED=1 timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests 2>&1 \
+    PYTHONUNBUFFERED=1 timeout 300 "$PY" -m pytest -q -p no:cacheprovider -m gpu -rs tests 2>&1 \
         | tee "$out/gpu_tests.log"
     tests=${PIPESTATUS[0]}
-    PYTHONUNBUFFERED=1 timeout 240 python3 benchmarks/randomizer_throughput.py --device cuda 2>&1 \
+    PYTHONUNBUFFERED=1 timeout 240 "$PY" benchmarks/randomizer_throughput.py --device cuda 2>&1 \
         | tee "$out/benchmarks.txt"
     bench=${PIPESTATUS[0]}
     [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ]
@@ -53,9 +54,9 @@ run)
 check)
     bash -n "$0" || exit 1
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    python3 -m pytest -q -p no:cacheprovider --collect-only -m gpu tests 2>&1 | tail -3
-    python3 -m pytest -q -p no:cacheprovider tests/data/test_triton_kernel.py tests/data/test_batched.py || exit 1
-    python3 benchmarks/randomizer_throughput.py --device cpu --quick
+    "$PY" -m pytest -q -p no:cacheprovider --collect-only -m gpu tests 2>&1 | tail -3
+    "$PY" -m pytest -q -p no:cacheprovider tests/data/test_triton_kernel.py tests/data/test_batched.py || exit 1
+    "$PY" benchmarks/randomizer_throughput.py --device cpu --quick
     ;;
 *)
     echo "usage: $0 fetch|run|check" >&2

@@ -130,3 +130,23 @@ def test_every_image_worker_appends_the_sample_key() -> None:
             for name, values in _run(worker, sample, key).items():
                 batch.setdefault(name, []).extend(values)
         assert batch == {"key": ["a/1.jpg", 7]}, type(worker).__name__
+
+
+def test_record_round_trip_keeps_the_48_bit_seed_and_names_unknown_keys() -> None:
+    from crumpets_lightning.data.augment.record import (
+        augmentation_from_records,
+        augmentation_row,
+        augmentation_to_records,
+        noise_seed,
+    )
+
+    seed = (1 << 48) - 12345
+    row = augmentation_row(True, 0.8, (1.0, 0.9, 1.1), 0.25, 0.05, 0.01, seed)
+    assert noise_seed(row) == seed
+    records = augmentation_to_records(row[None])
+    assert records[0]["seed"] == seed and records[0]["gamma_color"] == pytest.approx((1.0, 0.9, 1.1))
+    assert np.array_equal(augmentation_from_records(records), row[None])
+    with pytest.raises(ValueError, match=r"augmentation record 0 has unknown keys \['brightness'\]"):
+        augmentation_from_records([{"brightness": 0.3}])
+    with pytest.raises(ValueError, match=r"shape \[B, 10\].*'seed_hi'.*but got \(2, 8\)"):
+        augmentation_to_records(np.zeros((2, 8)))

@@ -169,3 +169,9 @@ def test_neutral_presets_are_neutral() -> None:
 def test_aspect_sigma_zero_means_no_aspect_key() -> None:
     drawn = MixtureRNG(aspect_sigma=0)(None, np.random.default_rng(0))
     assert "aspect" not in drawn and not math.isnan(human2gamma(0))
+
+
+def test_bad_interpolations_are_named() -> None:
+    for bad in ([], ["x"], [99]):
+        with pytest.raises(ValueError, match=r"`interpolations` to be a non-empty list of cv2.INTER_\* flags"):
+            MixtureRNG(interpolations=bad)

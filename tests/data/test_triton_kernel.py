@@ -50,7 +50,7 @@ def interpreted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarra
     }
     done = subprocess.run(
         [sys.executable, "-m", "tests.data._triton_cases", str(path), "cpu"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=100,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(path) as data:
@@ -99,3 +99,27 @@ def test_cuda_auto_backend_is_the_kernel_and_agrees_with_cpu() -> None:
     torch.manual_seed(1)  # torch's RNG plays no part
     again = randomize_batch(image.cuda()[10:20], aug.cuda()[10:20])
     assert torch.equal(again, cuda[10:20])
+
+
+def test_images_beyond_the_grid_go_to_the_torch_path() -> None:
+    from crumpets_lightning.data.augment import _triton_kernel
+
+    assert _triton_kernel.fits(224, 224) and _triton_kernel.fits(4096, 8192)
+    assert not _triton_kernel.fits(8192, 8192)  # 512 x 128 tiles: one more than CUDA's 65535
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_path_never_waits_for_the_device() -> None:
+    from crumpets_lightning.data.augment.batched import randomize_batch
+    from tests.data._triton_cases import images, records
+
+    image = images((32, 3, 64, 64), seed=4).cuda()
+    aug = records(32, [0.05 * i for i in range(32)], 64).cuda()
+    randomize_batch(image, aug)  # compile first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host synchronisation inside raises
+    try:
+        out = randomize_batch(image, aug)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == image.shape

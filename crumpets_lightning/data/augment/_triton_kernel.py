@@ -32,7 +32,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from crumpets_lightning.data.augment.batched import SampleParams
 
-__all__ = ["available", "disable", "import_error", "noise_triton", "randomize_triton"]
+__all__ = ["available", "disable", "fits", "import_error", "noise_triton", "randomize_triton"]
 
 _IMPORT_ERROR: str | None = None
 _DISABLED: str | None = None
@@ -55,6 +55,11 @@ HALO = 8
 def available() -> bool:
     """Whether the kernel can run: Triton imported (CUDA, or CPU under ``TRITON_INTERPRET=1``), not disabled."""
     return triton is not None and _DISABLED is None
+
+
+def fits(height: int, width: int) -> bool:
+    """Whether an image of this size fits the kernel's grid (CUDA allows 65535 programs on its second axis)."""
+    return -(-height // BLOCK_H) * -(-width // BLOCK_W) <= 65535
 
 
 def disable(error: BaseException) -> None:
@@ -110,7 +115,8 @@ if triton is not None:
         key = tl.load(noise_key_ptr + sample).to(tl.uint32, bitcast=True)
         tl.store(out_ptr + sample.to(tl.int64) * count + element, _normal(key, element), mask=element < count)
 
-    @triton.jit
+    # sizes and channel count are not specialised: a value of 1 would become a compile-time constant
+    @triton.jit(do_not_specialize=["channels", "height", "width"])
     def _randomize_kernel(
         image_ptr,
         out_ptr,
@@ -145,9 +151,10 @@ if triton is not None:
         for d in range(-radius, radius + 1):
             total += tl.exp(inv * -(d * d))
 
+        # (each branch names its own values: Triton requires names set in two branches to have one type)
         if radius == 0:  # not blurred: one table lookup per pixel
-            pixel = tl.load(source + rows * width + cols, mask=inside, other=0)
-            acc = tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
+            plain = tl.load(source + rows * width + cols, mask=inside, other=0)
+            acc = tl.load(table + plain.to(tl.int32), mask=inside, other=0.0)
         elif radius <= HALO:
             # separable: the horizontal pass over the tile's rows and HALO rows above and below (reflect-101
             # indices stay inside the image, so no mask), then the vertical pass as one small matrix product
@@ -156,9 +163,9 @@ if triton is not None:
             band_offset = _reflect101(band, height) * width
             line = tl.zeros((BAND, BLOCK_W), dtype=tl.float32)
             for dx in range(-radius, radius + 1):
-                weight_x = tl.exp(inv * -(dx * dx)) / total
-                pixel = tl.load(source + band_offset + _reflect101(cols + dx, width))
-                line += weight_x * tl.load(table + pixel.to(tl.int32))
+                band_weight = tl.exp(inv * -(dx * dx)) / total
+                band_pixel = tl.load(source + band_offset + _reflect101(cols + dx, width))
+                line += band_weight * tl.load(table + band_pixel.to(tl.int32))
             shift = tl.arange(0, BAND)[None, :] - tl.arange(0, BLOCK_H)[:, None] - HALO
             vertical = tl.exp(inv * -(shift * shift).to(tl.float32)) / total
             vertical = tl.where(tl.abs(shift) <= radius, vertical, 0.0)
@@ -170,9 +177,9 @@ if triton is not None:
                 row_offset = _reflect101(rows + dy, height) * width
                 row_sum = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
                 for dx in range(-radius, radius + 1):
-                    weight_x = tl.exp(inv * -(dx * dx)) / total
-                    pixel = tl.load(source + row_offset + _reflect101(cols + dx, width), mask=inside, other=0)
-                    row_sum += weight_x * tl.load(table + pixel.to(tl.int32), mask=inside, other=0.0)
+                    tap_weight = tl.exp(inv * -(dx * dx)) / total
+                    tap = tl.load(source + row_offset + _reflect101(cols + dx, width), mask=inside, other=0)
+                    row_sum += tap_weight * tl.load(table + tap.to(tl.int32), mask=inside, other=0.0)
                 acc += weight_y * row_sum
 
         key = tl.load(noise_key_ptr + sample).to(tl.uint32, bitcast=True)

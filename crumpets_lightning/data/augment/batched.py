@@ -198,9 +198,13 @@ def sample_params(augmentation: Tensor, channels: int, width: int, rgb_noise: bo
     safe = torch.where(blurred, sigma, torch.ones_like(sigma))
     blur_inv = torch.where(blurred, 0.5 / (safe * safe), torch.zeros_like(sigma))
     blur_radius = torch.where(blurred, torch.ceil(BLUR_TRUNCATE * safe), torch.zeros_like(sigma)).to(torch.int32)
-    weights = RGB_NOISE_WEIGHTS if rgb_noise and channels == 3 else (1.0,) * channels
     strength = augmentation[:, FIELD_INDEX["noise"]].to(torch.float32).clamp(min=0.0)
-    noise_std = (strength * 255.0).unsqueeze(1) * torch.tensor(weights, device=augmentation.device)
+    noise_std = (strength * 255.0).unsqueeze(1).repeat(1, channels)
+    if rgb_noise and channels == 3:
+        # scalar fills, not torch.tensor(weights, device=...): a host-to-device copy would wait for the device
+        for channel, weight in enumerate(RGB_NOISE_WEIGHTS):
+            if weight != 1.0:
+                noise_std[:, channel] *= weight
     return SampleParams(make_luts(augmentation, channels), blur_inv, blur_radius, noise_std, noise_keys(augmentation))
 
 
@@ -291,7 +295,8 @@ def _use_triton(image: Tensor, backend: str) -> bool:
                 f"({_triton_kernel.import_error()}); install triton (pip install triton) or use backend='torch'"
             )
         return True
-    return image.is_cuda and _triton_kernel.available()
+    # images above ~67 megapixels have more tiles than CUDA's grid axis holds: the torch path takes them
+    return image.is_cuda and _triton_kernel.available() and _triton_kernel.fits(image.shape[2], image.shape[3])
 
 
 def randomize_batch(image: Tensor, augmentation: Tensor, rgb_noise: bool = True, backend: str = "auto") -> Tensor:

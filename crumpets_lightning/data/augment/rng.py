@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 __all__ = ["RNG", "MixtureRNG", "NoRNG", "human2gamma"]
@@ -174,9 +175,16 @@ class MixtureRNG(RNG):
         self.rotation_sigma = _check_sigma("rotation_sigma", rotation_sigma)
         self.aspect_sigma = _check_sigma("aspect_sigma", aspect_sigma)
         if interpolations is not None:
-            choices = tuple(int(i) for i in interpolations)
-            if not choices:
-                raise ValueError("Expected argument `interpolations` to be a non-empty list of cv2.INTER_* flags")
+            known = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4)
+            try:
+                choices = tuple(int(i) for i in interpolations)
+            except (TypeError, ValueError):
+                choices = ()
+            if not choices or any(choice not in known for choice in choices):
+                raise ValueError(
+                    f"Expected argument `interpolations` to be a non-empty list of cv2.INTER_* flags {known} "
+                    f"but got {interpolations!r}"
+                )
             self.interpolations: tuple[int, ...] | None = choices
         else:
             self.interpolations = None
@@ -250,7 +258,7 @@ class MixtureRNG(RNG):
         }
 
     def __repr__(self) -> str:
-        defaults = MixtureRNG()._settings() if type(self) is not MixtureRNG or True else {}
+        defaults = MixtureRNG()._settings()
         parts = [f"{k}={v!r}" for k, v in self._settings().items() if v != defaults[k] or k == "prob"]
         return f"{type(self).__name__}({', '.join(parts)})"
 

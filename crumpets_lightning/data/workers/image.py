@@ -171,8 +171,9 @@ class ImageWorker(BufferWorker):
         image: image buffer spec ``((channels, height, width), dtype[, fill_value])``; 3 channels decode in
             colour (RGB), 1 channel in gray. The fill value is the background colour.
         image_params: fixed augmentation parameters that override random ones (e.g.
-            ``{"scale_mode": "longest"}``; names and defaults: :class:`~crumpets_lightning.data.AugmentationParams`,
-            an instance of which fixes every parameter).
+            ``{"scale_mode": "longest"}``; names and defaults:
+            :class:`~crumpets_lightning.data.augment.AugmentationParams`, an instance of which fixes every
+            parameter).
         image_rng: :class:`~crumpets_lightning.data.augment.rng.RNG` drawing the augmentation; none by default.
         gpu_augmentation: leave the pixel ops to a GPU ``Randomizer`` (their values are still recorded).
         max_pixels: refuse (as a bad sample) images with more pixels than this, read from the image header
