@@ -107,6 +107,26 @@ def test_crumpets_names_without_a_port_name_their_replacement(name, replacement)
     assert name not in modules.__all__
 
 
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [
+        ("make_bufferspec", ["make_buffer_spec"]),
+        ("BufferManager", ["shared_memory=N"]),
+        ("DummyBufferManager", ["shared_memory=False"]),
+        ("Consumer", ["iterate the loader", "CrumpetsDataModule"]),
+        ("Slicer", ["length=N"]),
+    ],
+)
+def test_crumpets_data_names_without_a_port_name_their_replacement(name, replacement):
+    with pytest.raises(ImportError, match=rf"^{name} \(crumpets\) has no direct port in crumpets_lightning.data"):
+        exec(f"from crumpets_lightning.data import {name}", {})
+    data = importlib.import_module("crumpets_lightning.data")
+    with pytest.raises(ImportError) as error:
+        getattr(data, name)
+    assert all(words in str(error.value) for words in replacement)
+    assert name not in data.__all__
+
+
 # -- import structure: no cycles, the core never imports the tools -----------------------------------------------
 
 

@@ -162,8 +162,25 @@ __all__ = [  # a literal list (the keys of _NAMES, tested), so type checkers kno
     "unpack_sample",
     "write_msgpack",
 ]
+#: crumpets data names (crumpets.broker, .dataloader, .shm) with no direct port -> what replaces them.
+NO_PORT = {
+    "make_bufferspec": "it is called make_buffer_spec here (from crumpets_lightning.data import make_buffer_spec).",
+    "make_buffer": "workers write into the loader's shared-memory slots; declare buffers with "
+    "BufferWorker.add_buffer(key, (shape, dtype[, fill])) or make_buffer_spec.",
+    "BufferManager": "the loader allocates the batch buffers itself: TurboDataLoader(shared_memory=N) sets the "
+    "number of shared-memory slots (False: copies over ZeroMQ).",
+    "SharedBufferManager": "the loader allocates the batch buffers itself: TurboDataLoader(shared_memory=N).",
+    "DummyBufferManager": "TurboDataLoader(shared_memory=False) sends batches over ZeroMQ instead of shared memory.",
+    "shared_array": "the loader's shared memory is internal: TurboDataLoader(shared_memory=N) sets its slots.",
+    "Consumer": "the ZeroMQ plumbing is internal to TurboDataLoader: iterate the loader (or use "
+    "CrumpetsDataModule) instead.",
+    "Producer": "the ZeroMQ plumbing is internal to TurboDataLoader: pass the samples as its `iterable`.",
+    "Proxy": "the ZeroMQ plumbing is internal to TurboDataLoader.",
+    "Slicer": "TurboDataLoader(iterable, ..., length=N) cuts a stream into epochs itself.",
+}
+
 if not TYPE_CHECKING:  # type checkers see only the names imported above, so a typo is an error
-    __getattr__ = lazy_getattr(__name__, _NAMES)
+    __getattr__ = lazy_getattr(__name__, _NAMES, NO_PORT)
 
 
 def __dir__() -> list[str]:
