@@ -1,4 +1,5 @@
-# Quick start: `make demo` and `make test`. Both create .venv when it is missing.
+# Quick start: `make demo` and `make test`. Both create .venv when it is missing and install torch (pinned first,
+# a CPU build) and the package with its `dev` (tests) and `demo` (scikit-learn: the demo's digits) extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,demo]"
 	touch $@
 
 venv: $(BIN)/.installed

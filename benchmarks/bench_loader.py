@@ -1,7 +1,7 @@
 """Loader throughput against the torch ``DataLoader`` doing the same work: ``crumpets-lightning bench``.
 
 Run from a source checkout: ``python benchmarks/bench_loader.py [--quick] [--json out.json]``; see
-:mod:`crumpets_lightning.bench` for what is measured.
+:mod:`crumpets_lightning.tools.bench` for what is measured.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crumpets_lightning.bench import main
+from crumpets_lightning.tools.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,9 @@ Subcommands:
 * ``bench``: loader throughput against the torch ``DataLoader`` doing the same work.
 * ``demo [--output DIR] [--epochs N]``: the main job, trains on the embedded digits data set.
 
+``bench`` and ``demo`` live in :mod:`crumpets_lightning.tools` (imported only when run) and need the ``demo``
+extra (scikit-learn). Errors are one line on stderr with exit status 2; ``--debug`` shows the traceback.
+
 Example::
 
     crumpets-lightning fit --config crumpets_lightning/configs/demo.yaml --trainer.max_epochs=3
@@ -19,13 +22,16 @@ Example::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "main_gallery", "main_pack", "make_cli"]
+__all__ = ["DEBUG_ENV", "main", "main_gallery", "main_pack", "make_cli"]
+
+#: Environment variable that makes the console script raise errors with their traceback (like ``--debug``).
+DEBUG_ENV = "CRUMPETS_LIGHTNING_DEBUG"
 
 _LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -37,11 +43,16 @@ commands:
   gallery IMAGE -o OUT.png          write a PNG grid of augmentations of IMAGE
   bench                             loader throughput against the torch DataLoader
   demo [--output DIR] [--epochs N]  train a small CNN on the embedded digits data set
+
+options:
+  --debug                           show the traceback of an error (also CRUMPETS_LIGHTNING_DEBUG=1)
 """
 
 
 def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any) -> Any:
     """Build (and by default run) the ``LightningCLI`` for ``fit|validate|test|predict``.
+
+    See :func:`crumpets_lightning.tools.lightning_cli.make_cli` (this is the same function, imported on use).
 
     Args:
         args: command-line arguments after the program name (e.g. ``["fit", "--config", "demo.yaml"]``);
@@ -52,20 +63,9 @@ def make_cli(args: Sequence[str] | None = None, run: bool = True, **kwargs: Any)
     Returns:
         The ``LightningCLI`` instance (``.trainer``, ``.model``, ``.datamodule``).
     """
-    from lightning.pytorch.cli import LightningCLI
+    from crumpets_lightning.tools.lightning_cli import make_cli as _make_cli
 
-    from crumpets_lightning.data.datamodule import CrumpetsDataModule
-    from crumpets_lightning.modules.module import CrumpetsModule
-
-    kwargs.setdefault("subclass_mode_model", True)
-    kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-    kwargs.setdefault("parser_kwargs", {"prog": "crumpets-lightning"})
-    if args is None:
-        return LightningCLI(CrumpetsModule, CrumpetsDataModule, run=run, **kwargs)
-    with warnings.catch_warnings():
-        # explicit args replace sys.argv on purpose (main() and the demo pass them); do not warn about it
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-        return LightningCLI(CrumpetsModule, CrumpetsDataModule, args=list(args), run=run, **kwargs)
+    return _make_cli(args, run=run, **kwargs)
 
 
 def main_pack(argv: Sequence[str]) -> int:
@@ -76,6 +76,9 @@ def main_pack(argv: Sequence[str]) -> int:
 
     Returns:
         The exit status (0 on success).
+
+    Raises:
+        FileNotFoundError: ``SRC_DIR`` is not a directory.
     """
     parser = argparse.ArgumentParser(
         prog="crumpets-lightning pack",
@@ -86,6 +89,11 @@ def main_pack(argv: Sequence[str]) -> int:
     parser.add_argument("out", type=Path, help="msgpack file to write")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     ns = parser.parse_args(list(argv))
+    if not ns.src_dir.is_dir():
+        raise FileNotFoundError(
+            f"SRC_DIR {str(ns.src_dir)!r} is not a directory: pass an image folder with one sub-folder per class "
+            "(SRC_DIR/class_name/*.jpg)"
+        )
 
     from tqdm import tqdm
 
@@ -112,6 +120,9 @@ def main_gallery(argv: Sequence[str]) -> int:
 
     Returns:
         The exit status (0 on success).
+
+    Raises:
+        FileNotFoundError: ``IMAGE`` is not a file.
     """
     parser = argparse.ArgumentParser(
         prog="crumpets-lightning gallery", description="Write a PNG grid of crumpets augmentations of IMAGE."
@@ -122,7 +133,7 @@ def main_gallery(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random panels")
     ns = parser.parse_args(list(argv))
     if not ns.image.is_file():
-        parser.error(f"image {str(ns.image)!r} does not exist")
+        raise FileNotFoundError(f"IMAGE {str(ns.image)!r} is not a file: pass the path of a JPEG or PNG image")
 
     from crumpets_lightning.gallery import make_gallery
 
@@ -132,15 +143,16 @@ def main_gallery(argv: Sequence[str]) -> int:
 
 
 def _main_bench(argv: Sequence[str]) -> int:
-    from crumpets_lightning.bench import main as bench_main
+    from crumpets_lightning.tools import bench
 
-    return int(bench_main(list(argv)))
+    return int(bench.main(list(argv)))
 
 
 def _main_demo(argv: Sequence[str]) -> int:
-    from crumpets_lightning.demo import main as demo_main
+    from crumpets_lightning.tools import demo, require_extra
 
-    return demo_main(list(argv))
+    require_extra("sklearn", "demo", "crumpets-lightning demo (its data set comes from scikit-learn)")
+    return demo.main(list(argv))
 
 
 _SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
@@ -151,8 +163,48 @@ _SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
+def _model_hint() -> str:
+    """Which models ``--model`` accepts: the short names of the imported ``CrumpetsModule`` subclasses."""
+    from crumpets_lightning.modules.module import CrumpetsModule
+
+    found, stack = [], [CrumpetsModule]
+    while stack:
+        cls = stack.pop()
+        found.append(cls.__name__)
+        stack.extend(cls.__subclasses__())
+    names = ", ".join(sorted(set(found)))
+    return f"--model takes a CrumpetsModule subclass by import path (my_package.MyModel) or by short name: {names}"
+
+
+def _raising_parser_kwargs() -> dict[str, Any]:
+    """``LightningCLI`` parser arguments that make a parse error an exception (printed as one line by main)."""
+    kwargs: dict[str, Any] = {"prog": "crumpets-lightning", "exit_on_error": False}
+    for command in _LIGHTNING_COMMANDS:
+        kwargs[command] = {"exit_on_error": False}
+    return kwargs
+
+
+def _debug_requested(args: list[str]) -> bool:
+    """Whether the traceback of an error is wanted: ``--debug`` anywhere (removed from ``args``) or the env var."""
+    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0", "false", "no")
+    while "--debug" in args:
+        args.remove("--debug")
+        debug = True
+    return debug
+
+
+def _one_line(error: BaseException) -> str:
+    """``error`` as one line: its type and its message with every run of whitespace made one space."""
+    message = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {message}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``crumpets-lightning`` console script.
+
+    An error is printed as one line on stderr (its type, its message and how to see the traceback) and gives
+    exit status 2; ``--debug`` (anywhere on the command line) or ``CRUMPETS_LIGHTNING_DEBUG=1`` raises it with
+    its traceback instead.
 
     Args:
         argv: arguments after the program name; ``None`` reads ``sys.argv[1:]``.
@@ -161,17 +213,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
     if not args or args[0] in ("-h", "--help"):
         print(_USAGE)
         return 0 if args else 2
     command = args[0]
-    if command in _SUBCOMMANDS:
-        return _SUBCOMMANDS[command](args[1:])
-    if command in _LIGHTNING_COMMANDS:
-        make_cli(args)
+    if command not in _SUBCOMMANDS and command not in _LIGHTNING_COMMANDS:
+        print(f"crumpets-lightning: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
+        return 2
+    try:
+        if command in _SUBCOMMANDS:
+            return _SUBCOMMANDS[command](args[1:])
+        make_cli(args, parser_kwargs=_raising_parser_kwargs())
         return 0
-    print(f"crumpets-lightning: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
-    return 2
+    except Exception as error:
+        if debug:
+            raise
+        hint = "add --debug to see the traceback"
+        if type(error).__name__ == "ArgumentError" and command in _LIGHTNING_COMMANDS:
+            hint = f"run `crumpets-lightning {command} --help` for the accepted options"
+            if 'Parser key "model"' in str(error):
+                hint = f"{_model_hint()}; {hint}"
+        print(f"crumpets-lightning {command}: {_one_line(error)} ({hint})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

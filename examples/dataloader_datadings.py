@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="digits-") as scratch:
         path = args.data
         if path is None:
-            from crumpets_lightning.demo import build_digits_dataset
+            from crumpets_lightning.tools.demo import build_digits_dataset
 
             path = build_digits_dataset(scratch, image_size=32, limit=args.limit).train
         dataset = MsgpackDataset(path)

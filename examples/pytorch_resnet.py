@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    from crumpets_lightning.demo import build_digits_dataset
+    from crumpets_lightning.tools.demo import build_digits_dataset
 
     pl.seed_everything(args.seed, verbose=False)
     with tempfile.TemporaryDirectory(prefix="resnet-example-") as scratch:

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from crumpets_lightning.bench import format_table, load_jpegs, main, make_photo_jpegs
 from crumpets_lightning.cli import main as cli_main
+from crumpets_lightning.tools.bench import format_table, load_jpegs, main, make_photo_jpegs
 
 EXPECTED_TARGETS = {
     "throughput / torch DataLoader (best / best)": ">= 1.05",

@@ -16,7 +16,7 @@ import yaml
 from crumpets_lightning.cli import main
 from crumpets_lightning.data.sources.datasets import MsgpackDataset
 from crumpets_lightning.data.transport.codec import unpack_sample
-from crumpets_lightning.demo import DEMO_CONFIG, build_digits_dataset
+from crumpets_lightning.tools.demo import DEMO_CONFIG, build_digits_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "crumpets-lightning"
@@ -96,9 +96,112 @@ def test_pack_turns_an_image_folder_into_a_msgpack_file(tmp_path: Path, capsys: 
     assert {s["key"]: (bytes(s["image"]), s["label"]) for s in samples} == files
 
 
-def test_pack_reports_a_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises((FileNotFoundError, ValueError), match="nowhere"):
-        main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "out.msgpack"), "--quiet"])
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("INFO: ")]  # Lightning's "Seed set to 0"
+    assert len(lines) == 1 and lines[0].startswith("crumpets-lightning "), err  # one line, no traceback
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_pack_reports_a_missing_folder_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pack", str(tmp_path / "nowhere"), str(tmp_path / "out.msgpack"), "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert "nowhere" in err and "not a directory" in err and "SRC_DIR/class_name/*.jpg" in err
+    assert not (tmp_path / "out.msgpack").exists()
+
+
+def test_console_script_error_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run_script("pack", "/nonexistent", "out.msgpack", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "'/nonexistent' is not a directory" in result.stderr and "--debug" in result.stderr
+    debug = run_script("pack", "/nonexistent", "out.msgpack", "--debug", cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_gallery_reports_a_missing_image_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gallery", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "g.png")]) == 2
+    err = _one_line_error(capsys)
+    assert "nope.jpg" in err and "is not a file" in err and "JPEG or PNG" in err
+
+
+def test_bad_command_line_value_is_one_line_naming_the_option_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--model", "DemoNet", "--data.batch_size=abc"]) == 2
+    err = _one_line_error(capsys)
+    assert "data.batch_size" in err and "abc" in err and "crumpets-lightning fit --help" in err
+
+
+def test_unknown_model_is_one_line_naming_the_models_there_are(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--model", "NoSuchNet"]) == 2
+    err = _one_line_error(capsys)
+    assert "NoSuchNet" in err and "import path (my_package.MyModel)" in err
+    assert "DemoNet" in err and "CrumpetsModule" in err
+
+
+def test_bad_yaml_value_reaching_the_datamodule_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("seed_everything: false\nmodel:\n  class_path: DemoNet\ndata:\n  batch_size: 0\n")
+    assert main(["fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path}"]) == 2
+    err = _one_line_error(capsys)
+    assert "ValueError" in err and "`batch_size`" in err and "positive int" in err and "got 0" in err
+
+
+def test_bad_yaml_value_reaching_the_module_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "seed_everything: false\nmodel:\n  class_path: DemoNet\n  init_args:\n    scheduler_interval: weekly\n"
+    )
+    assert main(["fit", "--config", str(config), f"--trainer.default_root_dir={tmp_path}"]) == 2
+    err = _one_line_error(capsys)
+    assert "scheduler_interval" in err and "weekly" in err and "'step'" in err
+
+
+def test_short_class_names_resolve_to_the_package_classes(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "fit", "--model", "CrumpetsModule", "--model.loss", "CrossEntropyLoss", "--model.metric=AccuracyMetric",
+        "--model.scheduler", "PolyPolicy", "--data.train_rng", "MixtureRNG", "--data.worker", "ClassificationWorker",
+        "--print_config",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["class_path"] == "crumpets_lightning.modules.module.CrumpetsModule"
+    init = config["model"]["init_args"]
+    # CrossEntropyLoss exists in torch.nn too: on this command line the package's class wins
+    assert init["loss"]["class_path"] == "crumpets_lightning.modules.losses.CrossEntropyLoss"
+    assert init["metric"]["class_path"] == "crumpets_lightning.modules.metrics.AccuracyMetric"
+    assert init["scheduler"]["class_path"].endswith("PolyPolicy")
+    assert config["data"]["train_rng"]["class_path"] == "crumpets_lightning.data.augment.rng.MixtureRNG"
+    assert config["data"]["worker"]["class_path"] == "crumpets_lightning.data.workers.image.ClassificationWorker"
+
+
+def test_fit_help_shows_the_presets_that_none_defaults_stand_for(tmp_path: Path) -> None:
+    from crumpets_lightning.data import AUGMENTATION_TRAIN, INPUT_PARAMS_VAL
+
+    result = run_script("fit", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "default null means the AUGMENTATION_TRAIN preset = " + " ".join(repr(AUGMENTATION_TRAIN).split()) in text
+    assert "default null means the INPUT_PARAMS_VAL preset = " + " ".join(repr(INPUT_PARAMS_VAL).split()) in text
+
+
+@pytest.mark.parametrize("command", ["demo", "bench"])
+def test_demo_and_bench_without_scikit_learn_name_the_extra(command: str, tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
+        "from crumpets_lightning.cli import main\n"
+        f"sys.exit(main([{command!r}, '--quick']))\n"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100, check=False
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "pip install 'crumpets-lightning[demo]'" in result.stderr and "scikit-learn" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
 
 
 def test_gallery_writes_a_png_of_a_real_photo(tmp_path: Path) -> None:
@@ -109,20 +212,22 @@ def test_gallery_writes_a_png_of_a_real_photo(tmp_path: Path) -> None:
 
 
 def test_bench_is_dispatched_to_the_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
-    import crumpets_lightning.bench
+    import crumpets_lightning.tools.bench
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(crumpets_lightning.bench, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(crumpets_lightning.tools.bench, "main", lambda argv: calls.append(argv) or 0)
     assert main(["bench", "--images", "8"]) == 0
     assert calls == [["--images", "8"]]
 
 
-def test_fit_with_the_demo_config_through_the_console_script(tmp_path: Path) -> None:
+def test_fit_with_a_short_model_name_through_the_console_script(tmp_path: Path) -> None:
     data = build_digits_dataset(tmp_path / "data", image_size=16, limit=60)
     out = tmp_path / "run"
     result = run_script(
         "fit",
         "--config", str(DEMO_CONFIG),
+        "--model", "DemoNet",
+        "--model.width", "8",
         f"--data.train={data.train}",
         f"--data.val={data.held_out}",
         "--data.nworkers=1",

@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 
 from crumpets_lightning.data.sources.datasets import MsgpackDataset
 from crumpets_lightning.data.transport.codec import unpack_sample
-from crumpets_lightning.demo import build_digits_dataset
+from crumpets_lightning.tools.demo import build_digits_dataset
 
 SCRIPT = Path(sys.executable).parent / "crumpets-lightning"
 

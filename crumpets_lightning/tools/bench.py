@@ -42,6 +42,9 @@ Example::
     crumpets-lightning bench                    # defaults: ~640 photos, 2 workers, 3 rounds
     crumpets-lightning bench --json bench.json  # also write the table as JSON
     python benchmarks/bench_loader.py --quick   # seconds, for a smoke test
+
+It lives in :mod:`crumpets_lightning.tools` (outside the library core) and needs the ``demo`` extra
+(scikit-learn, for its sample photos) unless ``--data DIR`` names a folder of JPEGs.
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ class Row:
 
 
 def _sample_photos() -> list[np.ndarray]:
+    from crumpets_lightning.tools import require_extra
+
+    require_extra("sklearn", "demo", "crumpets-lightning bench (its photos come from scikit-learn; or pass --data DIR)")
     import sklearn.datasets
 
     folder = Path(sklearn.datasets.__file__).parent / "images"
