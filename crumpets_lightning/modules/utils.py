@@ -95,10 +95,12 @@ class Unpacker(nn.Module):
     :class:`Normalize` in front of the network, or use ``CrumpetsModule``, which normalises, for that).
     Inputs of other dtypes are passed as they are.
 
+    The positional order is crumpets' own, ``Unpacker(net, output_key, input_key)`` (as in its documentation).
+
     Args:
         net: The network.
-        input_key: Key of its input in the sample.
         output_key: Key its output is stored under in the returned dict.
+        input_key: Key of its input in the sample.
         float_input: Whether a uint8 input is converted to ``float32`` (crumpets' behaviour).
 
     Example::
@@ -109,7 +111,7 @@ class Unpacker(nn.Module):
     """
 
     def __init__(
-        self, net: nn.Module, input_key: str = "image", output_key: str = "output", float_input: bool = True
+        self, net: nn.Module, output_key: str = "output", input_key: str = "image", float_input: bool = True
     ) -> None:
         super().__init__()
         self.net = net

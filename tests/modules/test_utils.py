@@ -81,3 +81,9 @@ def test_unpacker_passes_other_dtypes_unchanged() -> None:
     double = torch.randn(2, 4, dtype=torch.float64)
     linear = nn.Linear(4, 2).double()
     torch.testing.assert_close(Unpacker(linear, input_key="x")({"x": double})["output"], linear(double))
+
+
+def test_unpacker_takes_crumpets_positional_order_output_then_input_key() -> None:
+    sample = {"x": torch.ones(2, 3)}
+    out = Unpacker(nn.Identity(), "y", "x")(sample)
+    assert torch.equal(out["y"], sample["x"]) and set(out) == {"x", "y"}
