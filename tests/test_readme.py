@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from crumpets_lightning.cli import main
+from crumpets_lightning.data import open_source
 from crumpets_lightning.tools.demo import build_digits_dataset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -63,29 +64,54 @@ def _accuracy(stdout: str) -> float:
     return float(value)
 
 
-def test_the_readme_has_one_python_example_and_it_runs_as_written(demo_dir: Path) -> None:
-    (code,) = PYTHON_BLOCKS
-    assert SINGLE_PROCESS in code and "scheduler=partial(PolyPolicy" in code  # picklable, unlike a lambda
+#: The training example (the one block that trains); the other Python blocks are shorter recipes.
+(TRAINING_BLOCK,) = [code for code in PYTHON_BLOCKS if SINGLE_PROCESS in code]
+RECIPES = [code for code in PYTHON_BLOCKS if SINGLE_PROCESS not in code]
+
+
+def test_the_readme_training_example_runs_as_written(demo_dir: Path) -> None:
+    code = TRAINING_BLOCK
+    assert "scheduler=partial(PolyPolicy" in code  # picklable, unlike a lambda
     accuracy = _accuracy(_run_block(code, demo_dir))
     assert 0.2 < accuracy <= 1.0  # 2 epochs of 320 digits: well above chance (0.1)
 
 
 @pytest.mark.slow
 def test_the_python_example_runs_under_ddp_spawn(demo_dir: Path) -> None:
-    (code,) = PYTHON_BLOCKS
-    accuracy = _accuracy(_run_block(code.replace(SINGLE_PROCESS, DDP_SPAWN), demo_dir))
+    accuracy = _accuracy(_run_block(TRAINING_BLOCK.replace(SINGLE_PROCESS, DDP_SPAWN), demo_dir))
     assert 0.2 < accuracy <= 1.0
+
+
+@pytest.mark.parametrize("index", range(len(RECIPES)))
+def test_the_other_python_blocks_run_as_written(index: int, demo_dir: Path) -> None:
+    assert _run_block(RECIPES[index], demo_dir).strip()
+
+
+def test_the_shards_recipe_counts_every_training_digit(demo_dir: Path) -> None:
+    (code,) = [code for code in RECIPES if "shuffle_window" in code]
+    printed = _run_block(code, demo_dir)
+    (samples,) = re.findall(r"^(\d+) samples in 4 shards", printed, flags=re.M)
+    assert int(samples) == len(open_source(str(demo_dir / "demo_output" / "digits_train.msgpack")))
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "crumpets_lightning" / "configs" / "demo.yaml"
 
 
 @pytest.mark.parametrize("index", range(len(_blocks("yaml"))))
 def test_yaml_blocks_are_valid_configs(index: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    block = yaml.safe_load(_blocks("yaml")[index])
     config = tmp_path / "config.yaml"
     config.write_text(_blocks("yaml")[index])
+    # a block without a model is a fragment shown "on top of" a whole config: parse it over the demo's
+    configs = ["--config", str(config)] if "model" in block else ["--config", str(DEMO_CONFIG), "--config", str(config)]
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), "--print_config"])
+        main(["fit", *configs, "--print_config"])
     assert exit_info.value.code in (0, None), capsys.readouterr().err
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].endswith(".DemoNet")
+    for key, value in block.get("data", {}).items():
+        if not isinstance(value, dict):  # class configs come back with their defaults filled in
+            assert printed["data"][key] == value
 
 
 def _porting_rows() -> list[tuple[str, str]]:

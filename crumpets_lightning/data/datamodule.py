@@ -41,8 +41,10 @@ from crumpets_lightning.data.workers.base import Worker
 
 __all__ = ["CrumpetsDataModule"]
 
-#: A data source: a path (msgpack file or image folder) or a random-access sequence of samples.
-Source = str | Path | Sequence[Any]
+#: A data source: a list of shard files, a path, glob or URL (msgpack file or image folder), or a random-access
+#: sequence of samples. ``list[str]`` comes first so that LightningCLI also writes a YAML list of shards back
+#: (``--print_config``) as a list, not as the text of one.
+Source = list[str] | str | Path | Sequence[Any]
 
 _STAGES = ("train", "val", "test", "predict")
 _STAGE_SOURCES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
