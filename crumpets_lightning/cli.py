@@ -97,7 +97,7 @@ def main_pack(argv: Sequence[str]) -> int:
 
     from tqdm import tqdm
 
-    from crumpets_lightning.data.sources.datasets import ImageFolderDataset, write_msgpack
+    from crumpets_lightning.data.sources import ImageFolderDataset, write_msgpack
 
     dataset = ImageFolderDataset(ns.src_dir)
     with tqdm(total=len(dataset), unit="img", desc=f"packing {ns.src_dir}", disable=ns.quiet) as bar:

@@ -14,7 +14,7 @@ import sklearn.datasets
 import yaml
 
 from crumpets_lightning.cli import main
-from crumpets_lightning.data.sources.datasets import MsgpackDataset
+from crumpets_lightning.data.sources import MsgpackDataset
 from crumpets_lightning.data.transport.codec import unpack_sample
 from crumpets_lightning.tools.demo import DEMO_CONFIG, build_digits_dataset
 

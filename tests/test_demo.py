@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from sklearn.datasets import load_digits
 
-from crumpets_lightning.data.sources.datasets import MsgpackDataset
+from crumpets_lightning.data.sources import MsgpackDataset
 from crumpets_lightning.data.transport.codec import unpack_sample
 from crumpets_lightning.tools.demo import build_digits_dataset
 

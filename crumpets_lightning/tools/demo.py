@@ -100,7 +100,7 @@ def build_digits_dataset(
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from crumpets_lightning.data.sources.datasets import write_msgpack
+    from crumpets_lightning.data.sources import write_msgpack
 
     if image_size < 8:
         raise ValueError(f"Expected argument `image_size` to be at least 8 (the digits are 8x8) but got {image_size}")

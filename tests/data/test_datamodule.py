@@ -22,7 +22,7 @@ from torch import nn
 from crumpets_lightning.data.augment.rng import NoRNG
 from crumpets_lightning.data.datamodule import CrumpetsDataModule
 from crumpets_lightning.data.loader.steps import StepLoader
-from crumpets_lightning.data.sources.datasets import write_msgpack
+from crumpets_lightning.data.sources import write_msgpack
 from crumpets_lightning.data.workers.base import BufferWorker
 from tests.conftest import descendants
 
