@@ -22,19 +22,18 @@ The DataModule follows the rules Lightning imposes on custom loaders (SPEC secti
 
 from __future__ import annotations
 
-import math
 import os
 import weakref
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import SequentialSampler
 from typing_extensions import override
 
+from crumpets_lightning.data._checks import check_bool, check_int, check_seconds, default_nworkers
 from crumpets_lightning.data.augment.rng import RNG
 from crumpets_lightning.data.loader.steps import StepLoader
 from crumpets_lightning.data.workers.base import Worker
@@ -48,32 +47,6 @@ Source = list[str] | str | Path | Sequence[Any]
 
 _STAGES = ("train", "val", "test", "predict")
 _STAGE_SOURCES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
-
-
-class _SequentialEpochSampler(SequentialSampler):
-    """The ``sampler`` of a loader that does not shuffle: a ``SequentialSampler`` forwarding ``set_epoch``.
-
-    Under ``Trainer(overfit_batches=...)`` Lightning replaces every loader whose sampler is not a
-    ``SequentialSampler`` by a rebuilt torch ``DataLoader``, which our loaders cannot be.
-    """
-
-    def __init__(self, data_source: Sized, sampler: Any) -> None:
-        super().__init__(data_source)
-        self._sampler = sampler
-
-    def set_epoch(self, epoch: int) -> None:
-        """Forward to the loader's sampler (sets the epoch of the next iteration)."""
-        self._sampler.set_epoch(epoch)
-
-
-class _InOrderStepLoader(StepLoader):
-    """A :class:`StepLoader` whose loader does not shuffle; its ``sampler`` is a ``SequentialSampler``."""
-
-    @property
-    @override
-    def sampler(self) -> Any:
-        """A ``SequentialSampler`` over the source with ``set_epoch`` (forwarded to the loader)."""
-        return _SequentialEpochSampler(self.dataset, self.loader.sampler)
 
 
 def _stop_loaders(loaders: dict[str, StepLoader]) -> None:
@@ -179,9 +152,9 @@ class CrumpetsDataModule(pl.LightningDataModule):
         self.world_size = 1
         self.local_world_size = 1
         self.datasets: dict[str, Sequence[Any]] = {}
-        self.num_mini_batches = _check_int("num_mini_batches", num_mini_batches, 1, "a positive int")
+        self.num_mini_batches = check_int("num_mini_batches", num_mini_batches, 1, accepts="a positive int")
         self.batch_size = batch_size  # checked by the property setter
-        self.nworkers = None if nworkers is None else _check_int("nworkers", nworkers, 1, _NWORKERS_ACCEPTS)
+        self.nworkers = None if nworkers is None else check_int("nworkers", nworkers, 1, accepts=_NWORKERS_ACCEPTS)
         self.image_size = _check_image_size(image_size)
         if isinstance(channels, bool) or channels not in (1, 3):
             raise ValueError(
@@ -204,12 +177,12 @@ class CrumpetsDataModule(pl.LightningDataModule):
             )
         self.train_rng = train_rng
         self.val_params = _check_val_params(val_params)
-        self.seed = _check_int("seed", seed, 0, "an int in [0, 2**63) (the same seed gives the same batches)")
+        self.seed = check_int("seed", seed, 0, accepts="an int in [0, 2**63) (the same seed gives the same batches)")
         if self.seed >= 2**63:
             raise ValueError(f"Expected argument `seed` to be an int in [0, 2**63) but got {seed!r}")
-        self.shuffle = _check_bool("shuffle", shuffle)
+        self.shuffle = check_bool("shuffle", shuffle)
         self.shuffle_window = _check_shuffle_window(shuffle_window, train)
-        self.drop_last = _check_bool("drop_last", drop_last)
+        self.drop_last = check_bool("drop_last", drop_last)
         if isinstance(shared_memory, bool):
             self.shared_memory: bool | int = shared_memory
         elif isinstance(shared_memory, (int, np.integer)) and shared_memory >= 2:
@@ -219,10 +192,10 @@ class CrumpetsDataModule(pl.LightningDataModule):
                 f"Expected argument `shared_memory` to be true (the default number of slots), false (send batches "
                 f"through sockets) or an int >= 2 (that many slots) but got {shared_memory!r}"
             )
-        self.timeout = _check_timeout(timeout)
-        self.pin_memory = _check_bool("pin_memory", pin_memory)
-        self.gpu_augmentation = _check_bool("gpu_augmentation", gpu_augmentation)
-        self.skip_bad_samples = _check_bool("skip_bad_samples", skip_bad_samples)
+        self.timeout = check_seconds("timeout", timeout, ", e.g. timeout: 120")
+        self.pin_memory = check_bool("pin_memory", pin_memory)
+        self.gpu_augmentation = check_bool("gpu_augmentation", gpu_augmentation)
+        self.skip_bad_samples = check_bool("skip_bad_samples", skip_bad_samples)
         self._loaders: dict[str, StepLoader] = {}
         self._loader_settings: dict[str, tuple[Any, ...]] = {}
         self._finalizer: weakref.finalize | None = None
@@ -241,7 +214,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        value = _check_int("batch_size", value, 1, "a positive int (samples per batch on each rank)")
+        value = check_int("batch_size", value, 1, accepts="a positive int (samples per batch on each rank)")
         if value % self.num_mini_batches:
             raise ValueError(
                 f"Expected argument `batch_size` ({value}) to be divisible by `num_mini_batches` "
@@ -480,7 +453,6 @@ class CrumpetsDataModule(pl.LightningDataModule):
                 return cached
             cached.stop()  # a setting changed (e.g. the Tuner's batch_size): build anew
             del self._loaders[name]
-        from crumpets_lightning.data.loader.loader import default_nworkers
         from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
 
         training = name == "train"
@@ -501,8 +473,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
             name=f"{name}-rank{self.rank}",
             device="cpu",
         )
-        in_order = not loader.shuffle
-        wrapped = (_InOrderStepLoader if in_order else StepLoader)(loader, pin_memory=self.pin_memory)
+        wrapped = StepLoader(loader, pin_memory=self.pin_memory)
         self._loaders[name] = wrapped
         self._loader_settings[name] = settings
         if self._finalizer is None:
@@ -519,40 +490,15 @@ class CrumpetsDataModule(pl.LightningDataModule):
 _NWORKERS_ACCEPTS = "a positive int or None (share the usable CPUs among the local ranks)"
 
 
-def _check_int(name: str, value: Any, minimum: int, accepts: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected argument `{name}` to be {accepts} but got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"Expected argument `{name}` to be {accepts} but got {value!r}")
-    return int(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"Expected argument `{name}` to be a bool (true or false) but got {value!r} ({type(value).__name__})"
-        )
-    return bool(value)
-
-
 def _check_image_size(image_size: Any) -> tuple[int, int]:
     accepts = "an int (a square) or (height, width) of positive ints, e.g. image_size: 224 or image_size: [224, 160]"
     if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        side = _check_int("image_size", image_size, 1, accepts)
+        side = check_int("image_size", image_size, 1, accepts=accepts)
         return side, side
     if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2:
         raise ValueError(f"Expected argument `image_size` to be {accepts} but got {image_size!r}")
-    height, width = (_check_int("image_size", side, 1, accepts) for side in image_size)
+    height, width = (check_int("image_size", side, 1, accepts=accepts) for side in image_size)
     return height, width
-
-
-def _check_timeout(timeout: Any) -> float:
-    accepts = "a positive number of seconds, e.g. timeout: 120"
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Expected argument `timeout` to be {accepts} but got {timeout!r} ({type(timeout).__name__})")
-    if not 0 < timeout < math.inf:  # also rejects NaN
-        raise ValueError(f"Expected argument `timeout` to be {accepts} but got {timeout!r}")
-    return float(timeout)
 
 
 def _check_val_params(val_params: Any) -> dict[str, Any] | None:
@@ -606,8 +552,8 @@ def _check_source(name: str, source: Any) -> None:
 def _check_shuffle_window(shuffle_window: Any, train: Any) -> int | None:
     if shuffle_window is None:
         return None
-    window = _check_int(
-        "shuffle_window", shuffle_window, 1, "a positive number of samples, or None to shuffle globally"
+    window = check_int(
+        "shuffle_window", shuffle_window, 1, accepts="a positive number of samples, or None to shuffle globally"
     )
     if not _is_path_source(train) or (isinstance(train, (str, os.PathLike)) and os.path.isdir(train)):
         raise ValueError(

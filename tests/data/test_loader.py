@@ -415,7 +415,7 @@ def test_prepare_shared_defaults_to_doing_nothing():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"timeout": "x"}, ValueError, r"`timeout` to be a positive number of seconds but got 'x'"),
+        ({"timeout": "x"}, TypeError, r"`timeout` to be a positive number of seconds but got 'x'"),
         ({"timeout": float("inf")}, ValueError, "timeout"),
         ({"seed": -1}, ValueError, r"`seed` to be an int in \[0, 9223372036854775808\) but got -1"),
         ({"seed": 2**63}, ValueError, "seed"),
@@ -425,7 +425,7 @@ def test_prepare_shared_defaults_to_doing_nothing():
         ({"num_mini_batches": 0}, ValueError, "num_mini_batches"),
         ({"start_iteration": -1}, ValueError, "start_iteration"),
         ({"shared_memory": "yes"}, TypeError, "shared_memory"),
-        ({"shuffle": "yes"}, TypeError, r"`shuffle` to be True or False but got 'yes'"),
+        ({"shuffle": "yes"}, TypeError, r"`shuffle` to be a bool \(true or false\) but got 'yes'"),
         ({"drop_last": 1}, TypeError, "drop_last"),
         ({"skip_bad_samples": None}, TypeError, "skip_bad_samples"),
         ({"world_size": 0}, ValueError, "world_size"),

@@ -126,7 +126,7 @@ def test_crumpets_positional_order_puts_device_eighth():
         ({"device": 3.5}, ValueError, "device"),
         ({"gpu_augmentation": "yes"}, TypeError, "gpu_augmentation"),
         ({"pin_memory": 1}, TypeError, "pin_memory"),
-        ({"timeout": "x"}, ValueError, "timeout"),
+        ({"timeout": "x"}, TypeError, "timeout"),
     ],
 )
 def test_torch_loader_arguments_are_checked_naming_them(kwargs, error, match):

@@ -29,8 +29,6 @@ step granularity) and :meth:`~TurboDataLoader.set_shard` are what the DataModule
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import secrets
 import warnings
 import weakref
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from crumpets_lightning.data._checks import check_bool, check_int, check_seconds, default_nworkers
 from crumpets_lightning.data.loader.epoch import EpochIterator, Runtime, warn_skipped
 from crumpets_lightning.data.loader.plan import EpochPlan
 from crumpets_lightning.data.transport.pool import WorkerPool
@@ -48,17 +47,11 @@ from crumpets_lightning.data.workers.base import Worker
 if TYPE_CHECKING:
     from crumpets_lightning.data.loader.steps import StepLoader
 
-__all__ = ["TurboDataLoader", "default_nworkers"]
+__all__ = ["TurboDataLoader"]
 
 _MAX_GROWTH = 4
 _STATE_VERSION = 2
 _MAX_SEED = 2**63
-
-
-def default_nworkers(local_ranks: int = 1) -> int:
-    """The usable CPUs of this process shared among ``local_ranks`` processes (at least 1)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // max(1, local_ranks))
 
 
 def _is_random_access(source: object) -> bool:
@@ -67,28 +60,6 @@ def _is_random_access(source: object) -> bool:
         and hasattr(source, "__getitem__")
         and not isinstance(source, (str, bytes, bytearray, Mapping))
     )
-
-
-def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    """``value`` as an int, or an error naming ``name``, the value and the accepted range.
-
-    Raises:
-        TypeError: not an int.
-        ValueError: out of range.
-    """
-    accepts = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum})"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected `{name}` to be {accepts} but got {value!r} ({type(value).__name__})")
-    if value < minimum or (maximum is not None and value >= maximum):
-        raise ValueError(f"Expected `{name}` to be {accepts} but got {value!r}")
-    return int(value)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` as a bool, or a TypeError naming ``name``."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Expected `{name}` to be True or False but got {value!r} ({type(value).__name__})")
-    return bool(value)
 
 
 class _SamplerProxy:
@@ -234,13 +205,7 @@ class TurboDataLoader:
             self._nslots = 2 * self.nworkers + 2 if shared_memory else 0
         else:
             self._nslots = check_int("shared_memory (True, False or a slot count)", shared_memory, 2)
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float, np.integer, np.floating))
-            or not 0 < timeout < math.inf
-        ):
-            raise ValueError(f"Expected `timeout` to be a positive number of seconds but got {timeout!r}")
-        self.timeout = float(timeout)
+        self.timeout = check_seconds("timeout", timeout)
         self._seed_given = seed is not None
         self.seed = secrets.randbits(63) if seed is None else check_int("seed", seed, 0, _MAX_SEED)
         self.shuffle = check_bool("shuffle", shuffle)

@@ -8,15 +8,32 @@ resumes at the exact step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import SequentialSampler
 
 if TYPE_CHECKING:
     from crumpets_lightning.data.loader.loader import TurboDataLoader
 
 __all__ = ["StepLoader"]
+
+
+class _SequentialEpochSampler(SequentialSampler):
+    """The ``sampler`` of a loader that does not shuffle: a ``SequentialSampler`` forwarding ``set_epoch``.
+
+    Under ``Trainer(overfit_batches=...)`` Lightning replaces every loader whose sampler is not a
+    ``SequentialSampler`` by a rebuilt torch ``DataLoader``, which our loaders cannot be.
+    """
+
+    def __init__(self, data_source: Sized, sampler: Any) -> None:
+        super().__init__(data_source)
+        self._sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the loader's sampler (sets the epoch of the next iteration)."""
+        self._sampler.set_epoch(epoch)
 
 
 class StepLoader:
@@ -63,8 +80,13 @@ class StepLoader:
 
     @property
     def sampler(self) -> Any:
-        """An object with ``set_epoch(epoch)`` (Lightning calls it at the start of every training epoch)."""
-        return self.loader.sampler
+        """An object with ``set_epoch(epoch)`` (Lightning calls it at the start of every training epoch).
+
+        For a loader that does not shuffle it is a ``SequentialSampler`` (see :class:`_SequentialEpochSampler`).
+        """
+        if self.loader.shuffle:
+            return self.loader.sampler
+        return _SequentialEpochSampler(self.dataset, self.loader.sampler)
 
     @property
     def batch_size(self) -> int:

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from typing_extensions import override
 
+from crumpets_lightning.data._checks import check_bool
 from crumpets_lightning.data.augment.batched import randomize_batch
-from crumpets_lightning.data.loader.loader import TurboDataLoader, check_bool
+from crumpets_lightning.data.loader.loader import TurboDataLoader
 from crumpets_lightning.data.loader.transfer import CudaBackend, SlotTransfer
 from crumpets_lightning.data.workers.base import Worker
 
