@@ -41,7 +41,8 @@ def _resources() -> dict[str, Any]:
     return {
         "fds": len(os.listdir("/proc/self/fd")),
         "threads": len(os.listdir("/proc/self/task")),
-        "children": sorted(descendants().items()),
+        # alive or zombie, not the momentary scheduling state (an idle worker wakes up to poll: R or S)
+        "children": sorted((pid, state == "Z") for pid, state in descendants().items()),
         "segments": sorted(n for n in crumpets_shm_segments() if n.startswith(f"crumpets-lightning-{pid}-")),
         "socket_dirs": sorted(n for n in os.listdir(tmp) if n.startswith(f"crumpets-lightning-{pid}-")),
     }
