@@ -115,7 +115,7 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pyte
 
     # the verdicts agree with the values
     ratio = rows["throughput / torch DataLoader (best / best)"]
-    assert ratio["passed"] == (ratio["value"] >= 1.05)
+    assert ratio["passed"] == (ratio["value"] >= 1.3)
     assert rows["main-process CPU per image"]["passed"] == (rows["main-process CPU per image"]["value"] <= 0.05)
     # the ratios are what the per-epoch rates say
     entry = results["rounds"][0]
