@@ -45,8 +45,8 @@ def test_steps_are_the_crumpets_mini_batches_and_len_counts_them():
 
 def test_attributes_lightning_reads():
     loader = make(n=23)
-    steps = loader.steps()
-    assert isinstance(steps, StepLoader) and steps.loader is loader
+    steps = StepLoader(loader)
+    assert steps.loader is loader
     assert steps.batch_sampler is None and steps.batch_size == 4
     assert len(steps.dataset) == 23
     steps.sampler.set_epoch(3)
@@ -56,7 +56,7 @@ def test_attributes_lightning_reads():
 
 def test_iter_starts_nothing_and_every_iter_is_a_full_epoch():
     loader = make(drop_last=True)
-    steps = loader.steps()
+    steps = StepLoader(loader)
     before = set(descendants())
     iter(steps)
     assert set(descendants()) == before and not loader.running
@@ -76,7 +76,7 @@ def test_padding_marks_the_repeats_and_the_rest_is_every_sample_once(world_size)
     seen, counts = [], set()
     for rank in range(world_size):
         loader = make(n=23, batch_size=4, shuffle=False, num_mini_batches=1, rank=rank, world_size=world_size)
-        got = drain(loader.steps())
+        got = drain(StepLoader(loader))
         loader.stop()
         counts.add(len(got))
         assert all("padding" in step and step["padding"].dtype == torch.bool for step in got)
@@ -87,26 +87,26 @@ def test_padding_marks_the_repeats_and_the_rest_is_every_sample_once(world_size)
     assert sorted(seen) == list(range(23))
     # drop_last cuts instead of padding: no padding key
     loader = make(n=23, batch_size=4, rank=0, world_size=2, drop_last=True)
-    assert all("padding" not in step for step in drain(loader.steps()))
+    assert all("padding" not in step for step in drain(StepLoader(loader)))
     loader.stop()
 
 
 @pytest.mark.parametrize("num_mini_batches", [1, 2, 4])
 def test_resume_at_every_step_gives_exactly_the_remaining_steps(num_mini_batches):
     reference = make(n=21, num_mini_batches=num_mini_batches)
-    full = drain(reference.steps()) + drain(reference.steps())
+    full = drain(StepLoader(reference)) + drain(StepLoader(reference))
     reference.stop()
     per_epoch = len(full) // 2
     for done in range(per_epoch + 1):
         first = make(n=21, num_mini_batches=num_mini_batches)
-        steps = first.steps()
+        steps = StepLoader(first)
         it = iter(steps)
         head = [next(it) for _ in range(done)]
         state = steps.state_dict()
         assert state["steps_done"] == done
         first.stop()
         del head, it
-        resumed = make(n=21, num_mini_batches=num_mini_batches, nworkers=1).steps()
+        resumed = StepLoader(make(n=21, num_mini_batches=num_mini_batches, nworkers=1))
         resumed.load_state_dict(state)
         assert resumed.state_dict()["steps_done"] == (done if done < per_epoch else 0)
         it = iter(resumed)  # Lightning's order: load_state_dict -> iter() -> set_epoch(e) -> next()
@@ -120,7 +120,7 @@ def test_resume_at_every_step_gives_exactly_the_remaining_steps(num_mini_batches
 
 
 def test_a_state_from_a_different_loader_is_rejected():
-    steps = make().steps()
+    steps = StepLoader(make())
     with pytest.raises(ValueError, match="different data loader"):
         steps.load_state_dict({"mini_batch": 0})
     with pytest.raises(ValueError, match="num_mini_batches"):
@@ -132,7 +132,7 @@ def test_skipped_bad_samples_leave_their_steps_shorter_and_index_consistent():
     samples[5] = {"key": "broken"}
     loader = TorchTurboDataLoader(samples, 4, EchoWorker(), 2, num_mini_batches=2, skip_bad_samples=True, seed=0)
     with pytest.warns(RuntimeWarning, match="broken"):
-        got = drain(loader.steps())
+        got = drain(StepLoader(loader))
     loader.stop()
     assert len(got) == 6
     assert [s["index"].tolist() for s in got] == [[0, 1], [2, 3], [4], [6, 7], [8, 9], [10, 11]]
@@ -141,7 +141,7 @@ def test_skipped_bad_samples_leave_their_steps_shorter_and_index_consistent():
 
 def test_the_index_is_a_view_of_the_plan_not_built_per_sample():
     loader = make(n=16, shuffle=True)
-    it = iter(loader.steps())
+    it = iter(StepLoader(loader))
     first, second = next(it), next(it)
     assert first["index"].untyped_storage().data_ptr() == second["index"].untyped_storage().data_ptr()
     assert np.array_equal(np.concatenate([first["index"].numpy(), second["index"].numpy()]), loader.plan.order(0)[:8])
@@ -185,10 +185,10 @@ def _fit(tmp_path, name, crash_at=None, ckpt_path=None):
                          enable_model_summary=False, callbacks=[checkpoint], accumulate_grad_batches=2)  # fmt: skip
     try:
         if crash_at is None:
-            trainer.fit(model, train_dataloaders=loader.steps(), ckpt_path=ckpt_path)
+            trainer.fit(model, train_dataloaders=StepLoader(loader), ckpt_path=ckpt_path)
         else:
             with pytest.raises(RuntimeError, match="simulated crash"):
-                trainer.fit(model, train_dataloaders=loader.steps())
+                trainer.fit(model, train_dataloaders=StepLoader(loader))
     finally:
         loader.stop()
     return model

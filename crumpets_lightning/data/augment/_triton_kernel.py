@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from crumpets_lightning.data.augment.batched import SampleParams
+    from crumpets_lightning.data.augment._sample_params import SampleParams
 
 __all__ = ["available", "disable", "fits", "import_error", "noise_triton", "randomize_triton"]
 

@@ -48,11 +48,11 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from crumpets_lightning.data.augment._sample_params import SampleParams
 from crumpets_lightning.data.augment.record import (
     AUGMENTATION_FIELDS,
     BLUR_TRUNCATE,
@@ -174,21 +174,6 @@ def apply_luts(image: Tensor, luts: Tensor) -> Tensor:
     offsets = torch.arange(batch * channels, device=image.device, dtype=torch.int32).mul_(256).view(-1, 1)
     index = image.reshape(batch * channels, height * width).to(torch.int32) + offsets
     return luts.reshape(-1).index_select(0, index.reshape(-1)).view(batch, channels, height, width)
-
-
-class SampleParams(NamedTuple):
-    """The per-sample (and per-channel) values both implementations read, derived from the records on device."""
-
-    #: float32 ``[B, C, 256]`` gamma + contrast tables.
-    luts: Tensor
-    #: float32 ``[B]``: ``1 / (2 sigma^2)`` of blurred samples, 0 for the others.
-    blur_inv: Tensor
-    #: int32 ``[B]``: blur radius ``ceil(3 sigma)`` of blurred samples, 0 for the others.
-    blur_radius: Tensor
-    #: float32 ``[B, C]``: noise std per sample and channel (0: no noise).
-    noise_std: Tensor
-    #: int64 ``[B]``: 32-bit noise keys.
-    noise_key: Tensor
 
 
 def sample_params(augmentation: Tensor, channels: int, width: int, rgb_noise: bool = True) -> SampleParams:

@@ -21,7 +21,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,10 +30,7 @@ from crumpets_lightning.data.transport.messages import Chunk, Discarded, Done, F
 from crumpets_lightning.data.transport.pool import WorkerPool, error_from_failure
 from crumpets_lightning.data.transport.shm import BatchLayout, SharedBatchRing
 
-if TYPE_CHECKING:
-    from crumpets_lightning.data.loader.loader import TurboDataLoader
-
-__all__ = ["EpochIterator", "LoadedBatch", "Runtime"]
+__all__ = ["EpochIterator", "EpochOwner", "LoadedBatch", "Runtime"]
 
 _POLL_S = 0.5
 _KEYS_SHOWN = 20
@@ -184,6 +181,21 @@ class _StreamReader:
         return np.asarray(found, dtype=np.int64), payloads
 
 
+class EpochOwner(Protocol):
+    """What an :class:`EpochIterator` needs from the loader that made it (``TurboDataLoader``)."""
+
+    name: str
+    timeout: float
+
+    def _begin_epoch(self, iterator: EpochIterator) -> None: ...
+
+    def _is_current(self, iterator: EpochIterator) -> bool: ...
+
+    def _skipped(self, skipped: list[tuple[object, str]], seq: int, epoch: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class EpochIterator:
     """One epoch of a loader, from the first batch after ``start_step`` to the end (or the stream's end).
 
@@ -194,7 +206,7 @@ class EpochIterator:
         loader: the loader (provides the runtime, the plan and where the epoch starts).
     """
 
-    def __init__(self, loader: TurboDataLoader) -> None:
+    def __init__(self, loader: EpochOwner) -> None:
         self._loader = loader
         self._runtime: Runtime | None = None
         self.generation = -1

@@ -33,7 +33,7 @@ import secrets
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -43,9 +43,6 @@ from crumpets_lightning.data.loader.plan import EpochPlan
 from crumpets_lightning.data.transport.pool import WorkerPool
 from crumpets_lightning.data.transport.shm import BatchLayout, SharedBatchRing, SlotRegistrar, sweep_stale_resources
 from crumpets_lightning.data.workers.base import Worker
-
-if TYPE_CHECKING:
-    from crumpets_lightning.data.loader.steps import StepLoader
 
 __all__ = ["TurboDataLoader"]
 
@@ -509,14 +506,8 @@ class TurboDataLoader:
         return _BatchIterator(self)
 
     def epoch_iterator(self) -> EpochIterator:
-        """A new epoch (starts nothing until its first batch); what ``iter()`` and :meth:`steps` build on."""
+        """A new epoch (starts nothing until its first batch); what ``iter()`` and ``StepLoader`` build on."""
         return EpochIterator(self)
-
-    def steps(self, pin_memory: bool = False) -> StepLoader:
-        """The per-step loader Lightning iterates (see :class:`~crumpets_lightning.data.loader.steps.StepLoader`)."""
-        from crumpets_lightning.data.loader.steps import StepLoader
-
-        return StepLoader(self, pin_memory=pin_memory)
 
     def convert(self, buffers: dict[str, np.ndarray]) -> dict[str, Any]:
         """Turn one batch's buffers into what this loader yields (the hook subclasses override).

@@ -60,7 +60,7 @@ class StepLoader:
 
     Example::
 
-        steps = TorchTurboDataLoader(dataset, 64, worker, 4, num_mini_batches=2).steps()
+        steps = StepLoader(TorchTurboDataLoader(dataset, 64, worker, 4, num_mini_batches=2))
         len(steps)  # 2 * batches per epoch
         for step in steps:
             loss = model(step["image"])
