@@ -193,6 +193,8 @@ class EpochOwner(Protocol):
 
     def _skipped(self, skipped: list[tuple[object, str]], seq: int, epoch: int) -> None: ...
 
+    def _count_batch(self) -> int: ...
+
     def stop(self) -> None: ...
 
 
@@ -212,8 +214,9 @@ class EpochIterator:
         self.generation = -1
         self.epoch = -1
         self.plan: EpochPlan | None = None
-        #: epoch steps handed to the caller (where a resume would continue)
+        #: epoch steps handed to the caller (where a resume would continue); see :meth:`deliver`
         self.steps_done = 0
+        self._iteration = 0
         self._order: np.ndarray | None = None
         self._stream: _StreamReader | None = None
         self._num_batches: int | None = None
@@ -243,6 +246,17 @@ class EpochIterator:
         if self._num_batches is None:
             raise TypeError("this epoch reads a stream of unknown length")
         return self._num_batches - self._next_yield
+
+    def deliver(self, batch: LoadedBatch, steps: int) -> int:
+        """Record that the caller now holds the first ``steps`` steps of ``batch`` (where a resume continues).
+
+        Returns:
+            The loader's iteration number of ``batch`` (counted when its first step is delivered).
+        """
+        if self.steps_done <= batch.first_step:
+            self._iteration = self._loader._count_batch()
+        self.steps_done = batch.first_step + steps
+        return self._iteration
 
     def begin(
         self, runtime: Runtime, plan: EpochPlan, epoch: int, start_step: int, stream: Iterator[Any] | None

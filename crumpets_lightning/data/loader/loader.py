@@ -97,8 +97,8 @@ class _BatchIterator:
         batch = self.epoch.next_batch()
         converted = self._loader.convert(batch.buffers)
         steps = [number for number, (start, stop) in enumerate(batch.steps) if stop > start] or [0]
-        self.epoch.steps_done = batch.first_step + len(batch.steps)
-        return self._loader._count_batch(), [batch.step(number, converted) for number in steps]
+        iteration = self.epoch.deliver(batch, len(batch.steps))
+        return iteration, [batch.step(number, converted) for number in steps]
 
     def __len__(self) -> int:
         return self._loader._remaining_batches(self.epoch)

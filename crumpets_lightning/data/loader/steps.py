@@ -115,9 +115,7 @@ class StepLoader:
                 step["index"] = index[start:stop]
                 if padding is not None:
                     step["padding"] = padding[start:stop]
-                if number == 0:
-                    self.loader._count_batch()
-                epoch.steps_done = batch.first_step + number + 1
+                epoch.deliver(batch, number + 1)
                 yield _pinned(step) if self.pin_memory else step
             # let the slot go as soon as the caller does, not only once the next batch has arrived
             del batch, converted, step
