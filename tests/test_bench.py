@@ -125,6 +125,12 @@ def test_quick_run_prints_the_table_and_writes_json(tmp_path: Path, capsys: pyte
     assert epoch["limit"] == pytest.approx(epoch["single"] * min(2, len(os.sched_getaffinity(0))))
     ours = next(v for k, v in rows.items() if k.endswith("throughput (best epoch)") and not k.startswith("torch"))
     assert ours["value"] == pytest.approx(epoch["ours"])
+    # the CPU rows are what the per-loader CPU figures say
+    torch_cpu = entry["torch"]["worker_cpu_ms"] + entry["torch"]["main_cpu_ms"]
+    ours_cpu = entry["ours"]["worker_cpu_ms"] + entry["ours"]["main_cpu_ms"]
+    assert rows["CPU per image (workers + main), torch / ours"]["value"] == pytest.approx(torch_cpu / ours_cpu)
+    bound = rows["bound: torch CPU per image / pipeline CPU per image"]["value"]
+    assert bound == pytest.approx(torch_cpu / rows["single-process pipeline CPU per image"]["value"])
     # both loaders processed images and the workers did the pipeline's work
     assert entry["ours"]["worker_cpu_ms"] > 0 and entry["torch"]["worker_cpu_ms"] > 0
     # our shared memory was measured (batch slots exist while the loader runs) and is constant

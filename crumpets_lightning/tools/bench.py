@@ -635,24 +635,22 @@ def run_benchmark(config: BenchConfig, jpegs: Sequence[bytes], log: Callable[[st
     }
 
 
-def _median(rounds: list[dict[str, Any]], *path: str) -> float:
+def _values(rounds: list[dict[str, Any]], *path: str) -> list[float]:
     values = []
     for entry in rounds:
         value: Any = entry
         for part in path:
             value = value[part]
         values.append(float(value))
-    return statistics.median(values)
+    return values
+
+
+def _median(rounds: list[dict[str, Any]], *path: str) -> float:
+    return statistics.median(_values(rounds, *path))
 
 
 def _max(rounds: list[dict[str, Any]], *path: str) -> float:
-    values = []
-    for entry in rounds:
-        value: Any = entry
-        for part in path:
-            value = value[part]
-        values.append(float(value))
-    return max(values)
+    return max(_values(rounds, *path))
 
 
 def _at_least(value: float, target: float) -> bool:
@@ -681,6 +679,7 @@ def _summarise(config: BenchConfig, rounds: list[dict[str, Any]], loader_name: s
     worker_cpu = _median(rounds, "ours", "worker_cpu_ms")
     main_cpu = _median(rounds, "ours", "main_cpu_ms")
     overhead = _median(rounds, "startup_overhead_s")
+    torch_cpu = _median(rounds, "torch", "worker_cpu_ms") + _median(rounds, "torch", "main_cpu_ms")
     usable = min(config.nworkers, _usable_cpus())
     return [
         Row(f"{loader_name} throughput (best epoch)", best["ours"], "images/s"),
@@ -702,6 +701,10 @@ def _summarise(config: BenchConfig, rounds: list[dict[str, Any]], loader_name: s
             _at_least(worker_cpu, 0.9 * pipeline_cpu),
         ),
         Row("worker CPU per image, torch", _median(rounds, "torch", "worker_cpu_ms"), "ms"),
+        Row("CPU per image (workers + main), torch / ours", torch_cpu / (worker_cpu + main_cpu), "x"),
+        # A loader with no overhead at all spends the pipeline's CPU per image; when the CPUs are the limit
+        # (nworkers >= usable CPUs), that is the most throughput / torch any loader doing this work can reach.
+        Row("bound: torch CPU per image / pipeline CPU per image", torch_cpu / pipeline_cpu, "x"),
         Row("construct to first batch", _median(rounds, "ours", "startup_s"), "s"),
         Row("construct to first batch, torch", _median(rounds, "torch", "startup_s"), "s"),
         Row("start-up overhead beyond the first batch's work", overhead, "s", "<= 0.3", _at_most(overhead, 0.3)),
