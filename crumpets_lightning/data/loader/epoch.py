@@ -90,7 +90,8 @@ class LoadedBatch:
     Attributes:
         seq: the batch number in the epoch.
         first_step: the epoch step number of its first step.
-        buffers: ``key -> numpy [rows, ...]`` views of shared memory (or private arrays without it).
+        buffers: what the loader's ``convert`` made of the rows: numpy views of shared memory (private arrays
+            without it) for ``TurboDataLoader``, tensors for ``TorchTurboDataLoader``.
         lists: what the worker appended to ``batch`` lists, in sample order.
         index: int64 ``[rows]``: the source index (stream position) of every row.
         padding: bool ``[rows]``: True on rows that repeat a sample to pad the shard; None when not padding.
@@ -100,7 +101,7 @@ class LoadedBatch:
 
     seq: int
     first_step: int
-    buffers: dict[str, np.ndarray]
+    buffers: dict[str, Any]
     lists: dict[str, list[Any]]
     index: np.ndarray
     padding: np.ndarray | None
@@ -111,12 +112,12 @@ class LoadedBatch:
         """Rows in the batch."""
         return len(self.index)
 
-    def step(self, number: int, converted: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Step ``number`` of this batch: the rows of every buffer (of ``converted`` when given) and list."""
+    def step(self, number: int) -> dict[str, Any]:
+        """Step ``number`` of this batch: the rows of every buffer and list."""
         start, stop = self.steps[number]
         if len(self.steps) == 1 and start == 0 and stop == self.rows:
-            return {**(self.buffers if converted is None else converted), **self.lists}
-        out = {key: value[start:stop] for key, value in (self.buffers if converted is None else converted).items()}
+            return {**self.buffers, **self.lists}
+        out = {key: value[start:stop] for key, value in self.buffers.items()}
         for key, values in self.lists.items():
             out[key] = values[start:stop] if len(values) == self.rows else values
         return out
@@ -194,6 +195,8 @@ class EpochOwner(Protocol):
     def _skipped(self, skipped: list[tuple[object, str]], seq: int, epoch: int) -> None: ...
 
     def _count_batch(self) -> int: ...
+
+    def convert(self, buffers: dict[str, np.ndarray]) -> dict[str, Any]: ...
 
     def stop(self) -> None: ...
 
@@ -466,7 +469,8 @@ class EpochIterator:
             index = index[kept]
             padding = None if padding is None else padding[kept]
             self._loader._skipped(skipped, pending.planned.seq, self.epoch)
-        return LoadedBatch(planned.seq, planned.first_step, buffers, lists, index, padding, steps)
+        converted = self._loader.convert(buffers)
+        return LoadedBatch(planned.seq, planned.first_step, converted, lists, index, padding, steps)
 
 
 def warn_skipped(name: str, skipped: list[tuple[object, str]], seq: int, epoch: int) -> None:

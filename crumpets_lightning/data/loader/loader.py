@@ -95,10 +95,8 @@ class _BatchIterator:
 
     def __next__(self) -> tuple[int, list[dict[str, Any]]]:
         batch = self.epoch.next_batch()
-        converted = self._loader.convert(batch.buffers)
         steps = [number for number, (start, stop) in enumerate(batch.steps) if stop > start] or [0]
-        iteration = self.epoch.deliver(batch, len(batch.steps))
-        return iteration, [batch.step(number, converted) for number in steps]
+        return self.epoch.deliver(batch, len(batch.steps)), [batch.step(number) for number in steps]
 
     def __len__(self) -> int:
         return self._loader._remaining_batches(self.epoch)

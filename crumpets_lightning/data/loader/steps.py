@@ -107,18 +107,17 @@ class StepLoader:
                 batch = epoch.next_batch()
             except StopIteration:
                 return
-            converted = self.loader.convert(batch.buffers)
             index = torch.from_numpy(batch.index)
             padding = None if batch.padding is None else torch.from_numpy(batch.padding)
             for number, (start, stop) in enumerate(batch.steps):
-                step = batch.step(number, converted)
+                step = batch.step(number)
                 step["index"] = index[start:stop]
                 if padding is not None:
                     step["padding"] = padding[start:stop]
                 epoch.deliver(batch, number + 1)
                 yield _pinned(step) if self.pin_memory else step
             # let the slot go as soon as the caller does, not only once the next batch has arrived
-            del batch, converted, step
+            del batch, step
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the current epoch (the loader's state, counting steps), for checkpoints."""

@@ -35,27 +35,25 @@ def _device(device: Any) -> torch.device:
         ) from None
 
 
+def _transfer(device: torch.device, pin_memory: bool) -> SlotTransfer | None:
+    return SlotTransfer(CudaBackend(device)) if device.type == "cuda" and pin_memory else None
+
+
 class TorchTurboDataLoader(TurboDataLoader):
     """:class:`~crumpets_lightning.data.loader.TurboDataLoader` yielding torch tensors on ``device``.
 
     The positional arguments are crumpets' (``device`` is the 8th), the rest keyword-only.
 
+    Arguments not listed are ``TurboDataLoader``'s (``worker_template`` is not modified: the loader works on a
+    copy).
+
     Args:
-        iterable: see ``TurboDataLoader``.
-        batch_size: see ``TurboDataLoader``.
-        worker_template: see ``TurboDataLoader`` (not modified: the loader works on a copy).
-        nworkers: see ``TurboDataLoader``.
-        length: see ``TurboDataLoader``.
-        num_mini_batches: see ``TurboDataLoader``.
-        start_iteration: see ``TurboDataLoader``.
         device: where tensors go. ``"cpu"`` gives zero-copy views of shared memory.
         gpu_augmentation: workers only record gamma/contrast/noise/blur parameters and
             :func:`~crumpets_lightning.data.augment.batched.randomize_batch` applies them on ``device``.
-        shared_memory: see ``TurboDataLoader``.
         pin_memory: copy to a CUDA device from page-locked memory (the slots themselves, or a pinned copy
             when they cannot be page-locked) with ``non_blocking=True``; None means True for CUDA devices.
             Ignored on the CPU.
-        **kwargs: the keyword-only arguments of ``TurboDataLoader`` (``seed``, ``shuffle``, ...).
 
     Raises:
         ValueError: ``device`` is not a device, or a CUDA one while CUDA is not available.
@@ -109,22 +107,16 @@ class TorchTurboDataLoader(TurboDataLoader):
             **kwargs,
         )
         #: host -> device copies (CUDA devices with ``pin_memory``); the slot ring's page-locking registrar
-        self.transfer: SlotTransfer | None = None
-        if self.device.type == "cuda" and self.pin_memory:
-            self.transfer = SlotTransfer(CudaBackend(self.device))
-            self.slot_registrar = self.transfer
+        self.transfer = self.slot_registrar = _transfer(self.device, self.pin_memory)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["transfer"] = None
-        state.pop("slot_registrar", None)
+        del state["transfer"], state["slot_registrar"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        if self.device.type == "cuda" and self.pin_memory:
-            self.transfer = SlotTransfer(CudaBackend(self.device))
-            self.slot_registrar = self.transfer
+        self.transfer = self.slot_registrar = _transfer(self.device, self.pin_memory)
 
     @override
     def convert(self, buffers: dict[str, np.ndarray]) -> dict[str, Any]:

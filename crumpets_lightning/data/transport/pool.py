@@ -103,7 +103,7 @@ class _WorkerLoop:
         skip_bad_samples: bool,
     ) -> None:
         self.wid = wid
-        self.worker = template.copy()
+        self.template = template
         self.source = source
         self.layout = layout
         self.control = control
@@ -113,6 +113,13 @@ class _WorkerLoop:
         self.segments: dict[str, dict[str, np.ndarray]] = {}
 
     def run(self, parent_pid: int) -> None:
+        """The worker process's whole life (called in the forked child)."""
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _set_parent_death_signal()
+        if os.getppid() != parent_pid:
+            return
+        self.worker = self.template.copy()
         context = zmq.Context()
         work = context.socket(zmq.PULL)
         results = context.socket(zmq.PUSH)
@@ -236,26 +243,6 @@ class _WorkerLoop:
         return [header, *(np.ascontiguousarray(view[:written]) for view in views.values())]
 
 
-def _worker_main(
-    wid: int,
-    parent_pid: int,
-    template: Worker,
-    source: Sequence[Any] | None,
-    layout: BatchLayout,
-    control_memory: mmap.mmap,
-    socket_dir: str,
-    seed: int,
-    skip_bad_samples: bool,
-) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _set_parent_death_signal()
-    if os.getppid() != parent_pid:
-        return
-    control = np.frombuffer(control_memory, dtype=np.int64, count=2)
-    _WorkerLoop(wid, template, source, layout, control, socket_dir, seed, skip_bad_samples).run(parent_pid)
-
-
 @contextlib.contextmanager
 def _single_threaded_opencv() -> Iterator[None]:
     """Fork with OpenCV's thread pool shut down, then restore it in this process.
@@ -348,21 +335,11 @@ class WorkerPool:
             context = multiprocessing.get_context("fork")
             with _single_threaded_opencv():
                 for wid in range(self.nworkers):
+                    loop = _WorkerLoop(
+                        wid, template, source, layout, self._control, self.socket_dir, seed, skip_bad_samples
+                    )
                     process = context.Process(
-                        target=_worker_main,
-                        args=(
-                            wid,
-                            self.owner_pid,
-                            template,
-                            source,
-                            layout,
-                            self._control_memory,
-                            self.socket_dir,
-                            seed,
-                            skip_bad_samples,
-                        ),
-                        name=f"{name}-worker-{wid}",
-                        daemon=True,
+                        target=loop.run, args=(self.owner_pid,), name=f"{name}-worker-{wid}", daemon=True
                     )
                     process.start()
                     self.processes.append(process)
