@@ -11,7 +11,8 @@ Subcommands:
 * ``demo [--output DIR] [--epochs N]``: the main job, trains on the embedded digits data set.
 
 ``bench`` and ``demo`` live in :mod:`crumpets_lightning.tools` (imported only when run) and need the ``demo``
-extra (scikit-learn). Errors are one line on stderr with exit status 2; ``--debug`` shows the traceback.
+extra (scikit-learn). Mistakes in the command line, config or settings are one line on stderr with exit status 2
+(``--debug`` shows the traceback); errors while a run trains or evaluates keep their traceback.
 
 Example::
 
@@ -199,12 +200,24 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}"
 
 
+def _is_configuration_error(error: BaseException) -> bool:
+    """Settings found not to work together when the run started (ours, or Lightning's)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from crumpets_lightning.data.errors import ConfigurationError
+
+    return isinstance(error, (ConfigurationError, MisconfigurationException))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``crumpets-lightning`` console script.
 
-    An error is printed as one line on stderr (its type, its message and how to see the traceback) and gives
-    exit status 2; ``--debug`` (anywhere on the command line) or ``CRUMPETS_LIGHTNING_DEBUG=1`` raises it with
-    its traceback instead.
+    A mistake in the command line, the config or the settings (found while parsing, building the classes, or
+    as a :class:`~crumpets_lightning.data.errors.ConfigurationError` or Lightning ``MisconfigurationException``
+    when the run starts) is printed as one line on stderr (its type, its message and how to see the
+    traceback) and gives exit status 2; ``--debug`` (anywhere on the command line) or
+    ``CRUMPETS_LIGHTNING_DEBUG=1`` raises it with its traceback instead. Any other error raised while the
+    subcommand runs (in a model's ``training_step``, a worker, ...) keeps its traceback.
 
     Args:
         argv: arguments after the program name; ``None`` reads ``sys.argv[1:]``.
@@ -221,14 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in _SUBCOMMANDS and command not in _LIGHTNING_COMMANDS:
         print(f"crumpets-lightning: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
         return 2
+    running: list[str] = []
     try:
         if command in _SUBCOMMANDS:
             return _SUBCOMMANDS[command](args[1:])
-        make_cli(args, parser_kwargs=_raising_parser_kwargs())
+        make_cli(args, parser_kwargs=_raising_parser_kwargs(), on_run=running.append)
         return 0
     except Exception as error:
-        if debug:
-            raise
+        if debug or (running and not _is_configuration_error(error)):
+            raise  # a failure while training or evaluating (a bug, a bad sample, ...) keeps its traceback
         hint = "add --debug to see the traceback"
         if type(error).__name__ == "ArgumentError" and command in _LIGHTNING_COMMANDS:
             hint = f"run `crumpets-lightning {command} --help` for the accepted options"

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ import yaml
 from crumpets_lightning.cli import main
 from crumpets_lightning.data.sources import MsgpackDataset
 from crumpets_lightning.data.transport.codec import unpack_sample
+from crumpets_lightning.demo import DemoNet
 from crumpets_lightning.tools.demo import DEMO_CONFIG, build_digits_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,3 +247,32 @@ def test_fit_with_a_short_model_name_through_the_console_script(tmp_path: Path) 
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_00.ckpt", "last.ckpt"]
     metrics = list((out / "logs").rglob("metrics.jsonl"))
     assert metrics and "val/accuracy" in metrics[0].read_text()
+
+
+class BrokenNet(DemoNet):
+    """A model with a bug in ``training_step``: the console script must keep its traceback."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        raise RuntimeError("boom in training_step")
+
+
+def _fit_args(tmp_path: Path, model: str, *extra: str) -> list[str]:
+    data = build_digits_dataset(tmp_path / "data", image_size=16, limit=60)
+    return [
+        "fit", "--model", model, "--model.width", "4", f"--data.train={data.train}", "--data.nworkers=1",
+        "--data.batch_size=8", "--data.image_size=16", "--data.channels=1", "--trainer.max_epochs=1",
+        "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp_path}", *extra,
+    ]  # fmt: skip
+
+
+def test_settings_that_do_not_fit_the_run_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # found only when fit starts: the DataModule's ConfigurationError
+    assert main(_fit_args(tmp_path, "DemoNet", "--data.num_mini_batches=2")) == 2
+    err = _one_line_error(capsys)
+    assert "ConfigurationError" in err and "accumulate_grad_batches=2" in err
+
+
+def test_an_error_while_training_keeps_its_traceback(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom in training_step"):
+        main(_fit_args(tmp_path, f"{__name__}.BrokenNet"))

@@ -36,7 +36,13 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
     )
     from crumpets_lightning.data.augment.rng import RNG, MixtureRNG, NoRNG, human2gamma
     from crumpets_lightning.data.datamodule import CrumpetsDataModule
-    from crumpets_lightning.data.errors import CrumpetsDataError, SampleError, WorkerDiedError, WorkerError
+    from crumpets_lightning.data.errors import (
+        ConfigurationError,
+        CrumpetsDataError,
+        SampleError,
+        WorkerDiedError,
+        WorkerError,
+    )
     from crumpets_lightning.data.loader.loader import TurboDataLoader
     from crumpets_lightning.data.loader.torch_loader import TorchTurboDataLoader
     from crumpets_lightning.data.sources.image_folder import ImageFolderDataset
@@ -106,6 +112,7 @@ _NAMES = {
     # Lightning
     "CrumpetsDataModule": "datamodule",
     # errors
+    "ConfigurationError": "errors",
     "CrumpetsDataError": "errors",
     "SampleError": "errors",
     "WorkerError": "errors",
@@ -122,6 +129,7 @@ __all__ = [  # a literal list (the keys of _NAMES, tested), so type checkers kno
     "AugmentationParams",
     "BufferWorker",
     "ClassificationWorker",
+    "ConfigurationError",
     "CrumpetsDataError",
     "CrumpetsDataModule",
     "FCNWorker",

@@ -35,6 +35,7 @@ from typing_extensions import override
 
 from crumpets_lightning.data._checks import check_bool, check_int, check_seconds, default_nworkers
 from crumpets_lightning.data.augment.rng import RNG
+from crumpets_lightning.data.errors import ConfigurationError
 from crumpets_lightning.data.loader.steps import StepLoader
 from crumpets_lightning.data.workers.base import Worker
 
@@ -258,7 +259,8 @@ class CrumpetsDataModule(pl.LightningDataModule):
             stage: ``"fit"``, ``"validate"``, ``"test"`` or ``"predict"``.
 
         Raises:
-            ValueError: ``num_mini_batches > 1`` without matching ``accumulate_grad_batches``;
+            ConfigurationError: (a ``ValueError``) ``num_mini_batches > 1`` without a matching
+                ``accumulate_grad_batches``;
                 ``gpu_augmentation=True`` with a model that has no ``randomizer``; ``batch_size`` larger
                 than the training samples per rank with ``drop_last=True``; a needed source is missing.
         """
@@ -332,7 +334,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
     def _check_fit_configuration(self, trainer: Any) -> None:
         accumulate = getattr(trainer, "accumulate_grad_batches", 1)
         if self.num_mini_batches > 1 and accumulate != self.num_mini_batches:
-            raise ValueError(
+            raise ConfigurationError(
                 f"CrumpetsDataModule(num_mini_batches={self.num_mini_batches}) splits every batch of "
                 f"{self.batch_size} samples into {self.num_mini_batches} steps, so gradients must be accumulated "
                 f"over {self.num_mini_batches} steps, but the Trainer has accumulate_grad_batches={accumulate}; "
@@ -342,7 +344,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         if self.gpu_augmentation:
             model = getattr(trainer, "lightning_module", None)
             if model is not None and getattr(model, "randomizer", None) is None:
-                raise ValueError(
+                raise ConfigurationError(
                     f"CrumpetsDataModule(gpu_augmentation=True) leaves gamma, contrast, noise and blur to the "
                     f"model's Randomizer, but {type(model).__name__} has no `randomizer`, so training would run "
                     "without pixel augmentation; pass CrumpetsModule(..., randomizer=Randomizer()) (YAML: "
@@ -354,11 +356,11 @@ class CrumpetsDataModule(pl.LightningDataModule):
         dataset = self.datasets["train"]
         samples = len(dataset)
         if samples == 0:
-            raise ValueError(f"The `train` source ({_describe(self.sources['train'])}) holds no samples")
+            raise ConfigurationError(f"The `train` source ({_describe(self.sources['train'])}) holds no samples")
         per_rank = samples // self.world_size
         if self.drop_last and self.batch_size > per_rank:
             ranks = f" over {self.world_size} ranks" if self.world_size > 1 else ""
-            raise ValueError(
+            raise ConfigurationError(
                 f"Expected `batch_size` ({self.batch_size}) to be at most the number of training samples per rank "
                 f"({per_rank}: {samples} samples{ranks}): with drop_last=True no batch could be filled and "
                 f"nothing would be trained; pass batch_size <= {per_rank} or drop_last=False"
@@ -372,7 +374,7 @@ class CrumpetsDataModule(pl.LightningDataModule):
         if name not in self.datasets:
             source = self.sources[name]
             if source is None:
-                raise ValueError(
+                raise ConfigurationError(
                     f"CrumpetsDataModule has no `{name}` source; pass {name}=<msgpack file, image folder or "
                     f"sequence of samples> (in YAML: data.{name})"
                 )

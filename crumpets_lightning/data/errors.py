@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["CrumpetsDataError", "SampleError", "WorkerDiedError", "WorkerError"]
+__all__ = ["ConfigurationError", "CrumpetsDataError", "SampleError", "WorkerDiedError", "WorkerError"]
 
 
 class CrumpetsDataError(RuntimeError):
     """Base class of every error raised by ``crumpets_lightning.data``."""
+
+
+class ConfigurationError(CrumpetsDataError, ValueError):
+    """Settings that cannot work together, found when a run starts (e.g. in ``CrumpetsDataModule.setup``).
+
+    The message names the settings and how to fix them; the console script prints it as one line.
+    """
 
 
 class SampleError(CrumpetsDataError, ValueError):

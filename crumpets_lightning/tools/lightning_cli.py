@@ -17,7 +17,7 @@ import importlib
 import inspect
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -100,6 +100,23 @@ class CrumpetsCLI(LightningCLI):
 
     Build it with :func:`make_cli`, which also imports the classes that may be named by short name.
     """
+
+    def __init__(self, *args: Any, on_run: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+        """``LightningCLI``'s arguments, plus ``on_run``: called with the subcommand's name when it starts
+        running (parsing and instantiation are over)."""
+        self._on_run = on_run
+        super().__init__(*args, **kwargs)
+
+    def _started(self) -> None:
+        if self._on_run is not None:
+            self._on_run(str(self.subcommand))
+
+    # LightningCLI's public hooks, called right before the trainer method runs
+    def before_fit(self) -> None:
+        """Report that ``fit`` starts."""
+        self._started()
+
+    before_validate = before_test = before_predict = before_fit
 
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
