@@ -339,21 +339,23 @@ def _warp(
     memory instead of fresh allocations per sample), so the result is only valid until the next such call.
     """
     th, tw = target_size
-    sh, sw = im.shape[:2]
     channels = 1 if im.ndim == 2 else im.shape[2]
     samples = supersampling if supersampling else 1
     if method == INTERP_AREA:
-        # warpAffine has no area mode; the pre-shrink below provides the area averaging
+        # warpAffine has no area mode; the halving below provides the area averaging
         method = INTERP_LINEAR
     if samples > 1:
         matrix = _pixel_grid(samples, samples) @ matrix
     effective, largest = _singular_values(matrix)
-    if method != INTERP_NEAREST and effective < _PRESHRINK_BELOW:
-        new_w = max(1, round(sw * effective))
-        new_h = max(1, round(sh * effective))
-        im = cv2.resize(im, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        matrix = matrix @ np.linalg.inv(_pixel_grid(new_w / sw, new_h / sh))
-        largest = _singular_values(matrix)[1]
+    if method != INTERP_NEAREST and effective < _PRESHRINK_BELOW and channels == 3 and im.dtype == np.uint8:
+        im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA)  # the halving below is fastest on 4 channels too
+        channels = 4
+    while method != INTERP_NEAREST and effective < _PRESHRINK_BELOW and min(im.shape[:2]) >= 2:
+        # Halve with 2x2 area averaging (OpenCV's fast integer-factor path: ~40x faster than an arbitrary
+        # area resize) until the warp is left a scale of at least 0.5, which bilinear sampling handles.
+        im = cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        matrix = matrix @ np.linalg.inv(_pixel_grid(0.5, 0.5))
+        effective, largest = _singular_values(matrix)
     if channels == 3 and im.dtype == np.uint8:
         padded = _scratch("rgba", (im.shape[0], im.shape[1], 4), im.dtype) if scratch else None
         im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA, dst=padded)
