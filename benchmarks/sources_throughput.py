@@ -8,8 +8,10 @@ Three measurements, each printed as a table:
    plus the time from constructing a shuffling ``TurboDataLoader`` on the opened file to its first batch.
 2. ``read``: the same ``--read-samples`` samples of ``--read-size`` bytes read from the local file and from
    the same file over loopback HTTP (a threaded range server on 127.0.0.1), by a loader with
-   ``--nworkers`` workers that only copy the sample bytes (no decoding), one process reading in order, and
-   one process reading shuffled chunks of 64 with ``read_many`` (concurrent range requests).
+   ``--nworkers`` workers that only copy the sample bytes (no decoding; each worker fetches its share of a
+   batch with one ``read_many``), one process reading in order, and one process reading shuffled chunks of 64
+   with ``read_many`` (concurrent range requests); and by the loader from a second server that answers every
+   request after ``--latency-ms`` (10 by default), as remote storage does.
 3. ``folder``: opening an image folder of ``--folder-files`` empty files in 100 class folders, listed with
    ``os.scandir`` and from the cached listing.
 
@@ -120,13 +122,15 @@ def bench_open(workdir: Path, samples: int, nworkers: int) -> list[tuple[str, st
     return rows
 
 
-def _serve(folder: Path, port: Any) -> None:
-    with RangeServer(folder) as server:
+def _serve(folder: Path, port: Any, latency_s: float = 0.0) -> None:
+    with RangeServer(folder, latency_s=latency_s) as server:
         port.send(server.url(""))
         port.recv()  # serve until the parent says stop
 
 
-def bench_read(workdir: Path, count: int, size: int, nworkers: int) -> list[tuple[str, str, str, str]]:
+def bench_read(
+    workdir: Path, count: int, size: int, nworkers: int, latency_ms: float = 10.0
+) -> list[tuple[str, str, str, str]]:
     folder = workdir / "served"
     folder.mkdir()
     path = folder / "read.msgpack"
@@ -135,15 +139,39 @@ def bench_read(workdir: Path, count: int, size: int, nworkers: int) -> list[tupl
     megabytes = path.stat().st_size / 1e6
     rows = []
     order = np.random.default_rng(1).permutation(count)
+
+    def loader_rows(label: str, dataset: MsgpackDataset) -> None:
+        loader = TurboDataLoader(dataset, 64, ByteCountWorker(), nworkers=nworkers, shuffle=True, seed=0)
+        try:
+            next(iter(loader))  # workers started; then one whole epoch
+            start = time.perf_counter()
+            seen = sum(int(mini["nbytes"].shape[0]) for _, minis in loader for mini in minis)
+            seconds = time.perf_counter() - start
+        finally:
+            loader.stop()
+        assert seen == count
+        reader = f"loader, {nworkers} workers, shuffled"
+        rows.append((label, reader, f"{count / seconds:,.0f}", f"{megabytes / seconds:,.0f}"))
+
     # the server runs in its own process, so it does not compete with the readers for this one's GIL
     context = multiprocessing.get_context("fork")
     here, there = context.Pipe()
     server = context.Process(target=_serve, args=(folder, there), daemon=True)
     server.start()
+    # the same server answering each request after latency_ms, as remote storage does
+    far, far_there = context.Pipe()
+    far_server = context.Process(target=_serve, args=(folder, far_there, latency_ms / 1000), daemon=True)
+    far_server.start()
     try:
-        base = here.recv()
-        for label, source in (("local file", str(path)), ("loopback HTTP", f"{base}read.msgpack")):
+        base, far_base = here.recv(), far.recv()
+        sources = [("local file", str(path)), ("loopback HTTP", f"{base}read.msgpack")]
+        sources.append((f"HTTP + {latency_ms:g} ms latency", f"{far_base}read.msgpack"))
+        for label, source in sources:
             dataset = MsgpackDataset(source)
+            if "latency" in label:  # one request after the other would take count x latency: the loader only
+                rows.append((label, "1 process, in order", f"~{1000 / latency_ms:,.0f} at most", ""))
+                loader_rows(label, dataset)
+                continue
             seconds, _ = timed(lambda dataset=dataset: [dataset[i] for i in range(len(dataset))])
             rows.append((label, "1 process, in order", f"{count / seconds:,.0f}", f"{megabytes / seconds:,.0f}"))
             seconds, _ = timed(
@@ -151,20 +179,11 @@ def bench_read(workdir: Path, count: int, size: int, nworkers: int) -> list[tupl
             )
             reader = "1 process, read_many(64), shuffled"
             rows.append((label, reader, f"{count / seconds:,.0f}", f"{megabytes / seconds:,.0f}"))
-            loader = TurboDataLoader(dataset, 64, ByteCountWorker(), nworkers=nworkers, shuffle=True, seed=0)
-            try:
-                next(iter(loader))  # workers started; then one whole epoch
-                start = time.perf_counter()
-                seen = sum(int(mini["nbytes"].shape[0]) for _, minis in loader for mini in minis)
-                seconds = time.perf_counter() - start
-            finally:
-                loader.stop()
-            assert seen == count
-            reader = f"loader, {nworkers} workers, shuffled"
-            rows.append((label, reader, f"{count / seconds:,.0f}", f"{megabytes / seconds:,.0f}"))
+            loader_rows(label, dataset)
     finally:
-        here.send("stop")
-        server.join(timeout=10)
+        for pipe, process in ((here, server), (far, far_server)):
+            pipe.send("stop")
+            process.join(timeout=10)
     shutil.rmtree(folder)
     return rows
 
@@ -206,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--read-size", type=int, default=16_384, help="payload bytes per read sample")
     parser.add_argument("--folder-files", type=int, default=100_000, help="files of the image folder")
     parser.add_argument("--nworkers", type=int, default=2)
+    parser.add_argument("--latency-ms", type=float, default=10.0, help="round trip of the slow HTTP server")
     parser.add_argument("--workdir", type=Path, default=None, help="where the files go (default: a temp folder)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="sources-bench-", dir=args.workdir))
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         open_rows = bench_open(workdir, args.samples, args.nworkers)
         print(f"\nOpening a {args.samples:,}-sample msgpack file (first batch: shuffled, batch 64)")
         print(table(("index", "page cache", "open ms", "construct to first batch ms"), open_rows))
-        read_rows = bench_read(workdir, args.read_samples, args.read_size, args.nworkers)
+        read_rows = bench_read(workdir, args.read_samples, args.read_size, args.nworkers, args.latency_ms)
         print(f"\nReading {args.read_samples:,} samples of {args.read_size:,} bytes (no decoding)")
         print(table(("source", "reader", "samples/s", "MB/s"), read_rows))
         folder_rows = bench_folder(workdir, args.folder_files)

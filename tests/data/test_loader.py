@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from crumpets_lightning.data.errors import SampleError
 from crumpets_lightning.data.loader.loader import TurboDataLoader
 from crumpets_lightning.data.transport.codec import pack_sample
 from crumpets_lightning.data.workers.base import Worker
@@ -468,3 +469,46 @@ def test_results_arrive_as_private_arrays_without_shared_memory_and_as_slot_view
         else:
             assert all(owner is None for owner in owners)  # numpy owns the memory: a private copy
         del arrays, owners
+
+
+class _ManySource:
+    """A random-access source with ``read_many``; what a sample says tells which way it was read."""
+
+    def __init__(self, n: int, fail_many: bool = False, bad: int | None = None) -> None:
+        self.n, self.fail_many, self.bad = n, fail_many, bad
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index == self.bad:
+            raise OSError(f"cannot read sample {index}")
+        return {"value": index, "key": f"one-{index}"}
+
+    def read_many(self, indices: list[int]) -> list[dict[str, Any]]:
+        if self.fail_many:
+            raise OSError("the batched read failed")
+        return [{"value": 1000 + index, "key": f"many-{index}"} for index in indices]
+
+
+def test_workers_read_each_chunk_with_one_read_many_call_when_the_source_has_it():
+    loader = TurboDataLoader(_ManySource(12), 6, EchoWorker(), nworkers=2, seed=0)
+    values = sum(values_of(collect(loader)), [])
+    loader.stop()
+    assert values == [1000 + i for i in range(12)]  # every sample came through read_many
+
+
+def test_a_failing_read_many_falls_back_to_reading_each_sample_so_errors_name_it():
+    loader = TurboDataLoader(_ManySource(12, fail_many=True), 6, EchoWorker(), nworkers=2, seed=0)
+    assert sum(values_of(collect(loader)), []) == list(range(12))  # read one by one
+    loader.stop()
+    loader = TurboDataLoader(_ManySource(12, fail_many=True, bad=7), 6, EchoWorker(), nworkers=2, seed=0)
+    with pytest.raises(SampleError, match="sample 7: reading it from the source failed: OSError: cannot read sample 7"):
+        collect(loader)
+    loader = TurboDataLoader(
+        _ManySource(12, fail_many=True, bad=7), 6, EchoWorker(), nworkers=2, seed=0, skip_bad_samples=True
+    )
+    with pytest.warns(RuntimeWarning, match="skipped 1 bad sample"):
+        values = sum(values_of(collect(loader)), [])
+    loader.stop()
+    assert values == [i for i in range(12) if i != 7] and loader.skipped_samples == [7]

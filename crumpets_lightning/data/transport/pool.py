@@ -177,8 +177,24 @@ class _WorkerLoop:
             self.segments[name] = views
         return views
 
+    def _read_chunk(self, chunk: Chunk) -> list[Any] | None:
+        """The chunk's samples from one ``source.read_many`` call, or None to read them one by one.
+
+        A source with ``read_many`` (msgpack files, shards) fetches a remote chunk's samples concurrently, in
+        one round trip instead of one per sample. When it fails, None: every sample is then read on its own,
+        so an error names its sample (and ``skip_bad_samples`` skips only that one).
+        """
+        read_many = getattr(self.source, "read_many", None)
+        if read_many is None or len(chunk.indices) < 2:
+            return None
+        try:
+            payloads = list(read_many(chunk.indices.tolist()))
+        except Exception:
+            return None
+        return payloads if len(payloads) == len(chunk.indices) else None
+
     def _sample(self, index: int, payload: Any) -> dict[str, Any]:
-        if self.source is not None:
+        if self.source is not None and payload is None:
             try:
                 payload = self.source[index]
             except Exception as error:
@@ -208,13 +224,14 @@ class _WorkerLoop:
         skipped: list[tuple[object, str]] = []
         skipped_rows: list[int] = []
         worker = self.worker
+        payloads = chunk.payloads if self.source is None else self._read_chunk(chunk)
         for position, index in enumerate(chunk.indices.tolist()):
             if self.control[_GENERATION] > generation or self.control[_STOP]:
                 return discarded
             key: object = index
             lengths = {name: len(values) for name, values in lists.items()}
             try:
-                sample = self._sample(index, None if chunk.payloads is None else chunk.payloads[position])
+                sample = self._sample(index, None if payloads is None else payloads[position])
                 key = sample.get("key", index)
                 if isinstance(key, bytes):
                     key = key.decode("utf-8", errors="replace")

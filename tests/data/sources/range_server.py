@@ -14,6 +14,7 @@ import http.server
 import os
 import re
 import threading
+import time
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return path
 
     def _answer(self, send_body: bool) -> None:
+        if self.server.latency_s:
+            time.sleep(self.server.latency_s)  # a network round trip
         range_header = self.headers.get("Range")
         with self.server.lock:
             self.server.requests.append((self.command, self.path, range_header))
@@ -73,10 +76,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, ranges: bool) -> None:
+    def __init__(self, root: Path, ranges: bool, latency_s: float) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root = root.resolve()
         self.ranges = ranges
+        self.latency_s = latency_s
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, str | None]] = []
 
@@ -88,10 +92,11 @@ class RangeServer:
         root: the folder to serve.
         ranges: answer ``Range`` requests with 206 partial content; False ignores them (a server without
             range support).
+        latency_s: seconds every answer waits first, as over a network (remote storage: milliseconds).
     """
 
-    def __init__(self, root: str | os.PathLike[str], ranges: bool = True) -> None:
-        self._server = _Server(Path(root), ranges)
+    def __init__(self, root: str | os.PathLike[str], ranges: bool = True, latency_s: float = 0.0) -> None:
+        self._server = _Server(Path(root), ranges, latency_s)
         self._thread = threading.Thread(target=self._server.serve_forever, name="range-server", daemon=True)
 
     def url(self, name: str) -> str:
