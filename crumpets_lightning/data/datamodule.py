@@ -154,7 +154,8 @@ class CrumpetsDataModule(pl.LightningDataModule):
         self.local_world_size = 1
         self.datasets: dict[str, Sequence[Any]] = {}
         self.num_mini_batches = check_int("num_mini_batches", num_mini_batches, 1, accepts="a positive int")
-        self.batch_size = batch_size  # checked by the property setter
+        _check_divisible(check_int("batch_size", batch_size, 1, accepts=_BATCH_ACCEPTS), self.num_mini_batches)
+        self.batch_size = batch_size  # the property setter checks the rest
         self.nworkers = None if nworkers is None else check_int("nworkers", nworkers, 1, accepts=_NWORKERS_ACCEPTS)
         self.image_size = _check_image_size(image_size)
         if isinstance(channels, bool) or channels not in (1, 3):
@@ -207,20 +208,24 @@ class CrumpetsDataModule(pl.LightningDataModule):
     def batch_size(self) -> int:
         """Samples per batch on each rank (Lightning's ``Tuner.scale_batch_size`` sets it between trials).
 
-        Once the training source is open (after ``setup("fit")``), a larger value is capped at the training
-        samples per rank (a larger batch cannot be filled), rounded down to a multiple of
-        ``num_mini_batches``.
+        Set after construction (the Tuner does), a value that is not a multiple of ``num_mini_batches`` is
+        rounded down to one (the Tuner's binary search tries any size); once the training source is open
+        (after ``setup("fit")``), a larger value is capped at the training samples per rank (a larger batch
+        cannot be filled), rounded down to a multiple of ``num_mini_batches``.
         """
         return self._batch_size
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        value = check_int("batch_size", value, 1, accepts="a positive int (samples per batch on each rank)")
-        if value % self.num_mini_batches:
-            raise ValueError(
-                f"Expected argument `batch_size` ({value}) to be divisible by `num_mini_batches` "
-                f"({self.num_mini_batches}); pick a multiple of {self.num_mini_batches}"
+        value = check_int("batch_size", value, 1, accepts=_BATCH_ACCEPTS)
+        if value % self.num_mini_batches and value > self.num_mini_batches:
+            rounded = value - value % self.num_mini_batches
+            rank_zero_info(
+                f"CrumpetsDataModule: batch_size {value} is no multiple of num_mini_batches={self.num_mini_batches}; "
+                f"using batch_size {rounded}"
             )
+            value = rounded
+        _check_divisible(value, self.num_mini_batches)
         limit = self._train_samples_per_rank()
         if limit is not None and value > limit:
             capped = limit - limit % self.num_mini_batches
@@ -490,6 +495,15 @@ class CrumpetsDataModule(pl.LightningDataModule):
 
 
 _NWORKERS_ACCEPTS = "a positive int or None (share the usable CPUs among the local ranks)"
+_BATCH_ACCEPTS = "a positive int (samples per batch on each rank)"
+
+
+def _check_divisible(batch_size: int, num_mini_batches: int) -> None:
+    if batch_size % num_mini_batches:
+        raise ValueError(
+            f"Expected argument `batch_size` ({batch_size}) to be divisible by `num_mini_batches` "
+            f"({num_mini_batches}); pick a multiple of {num_mini_batches}"
+        )
 
 
 def _check_image_size(image_size: Any) -> tuple[int, int]:

@@ -191,9 +191,13 @@ def test_batch_size_is_capped_at_the_training_samples_per_rank_once_the_source_i
     dm.drop_last = False
     dm.batch_size = 12
     assert dm.batch_size == 10
-    with pytest.raises(ValueError, match=r"`batch_size` \(5\) to be divisible by `num_mini_batches` \(2\)"):
-        dm.batch_size = 5
+    dm.batch_size = 5  # set after construction (the Tuner's search): rounded down to a multiple of 2
+    assert dm.batch_size == 4
+    with pytest.raises(ValueError, match=r"`batch_size` \(1\) to be divisible by `num_mini_batches` \(2\)"):
+        dm.batch_size = 1  # nothing to round down to
     dm.teardown("fit")
+    with pytest.raises(ValueError, match=r"`batch_size` \(5\) to be divisible by `num_mini_batches` \(2\)"):
+        make_datamodule(make_samples(10), batch_size=5, num_mini_batches=2)  # the user's own value: an error
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
@@ -251,4 +255,37 @@ def test_scale_batch_size_then_fit_with_a_crumpets_module_and_a_per_step_policy(
     trainer.fit(model, datamodule=dm)  # the policy is sized from 1 step per epoch, not 0
     assert trainer.global_step == 2
     assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert wait_for_no_children() == {}
+
+
+class OutOfMemoryAbove(SizeRecorder):
+    """Raises CUDA's out-of-memory error (as Lightning recognises it) for steps of more than ``limit`` rows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if batch["image"].shape[0] > self.limit:
+            self.train_shapes.append(tuple(batch["image"].shape))
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB (simulated)")
+        return super().training_step(batch, batch_idx)
+
+
+def test_scale_batch_size_binsearch_with_mini_batches_tries_only_multiples_of_them(tmp_path: Path) -> None:
+    # 2 steps per batch: a batch of b samples trains as steps of b / 2 rows; steps of more than 11 rows fail
+    dm = make_datamodule(make_samples(64), batch_size=2, num_mini_batches=2)
+    model = OutOfMemoryAbove(limit=11)
+    trainer = make_trainer(max_epochs=1, default_root_dir=tmp_path, accumulate_grad_batches=2)
+    suggestion = Tuner(trainer).scale_batch_size(model, datamodule=dm, mode="binsearch", steps_per_trial=2)
+
+    batches = [2 * shape[0] for shape in model.train_shapes]
+    assert all(size % 2 == 0 for size in batches), batches  # the odd sizes of the search were rounded down
+    assert 32 in batches and 24 in batches  # doubled until it failed, then searched between
+    # Lightning's search ends at 23 (trained as 22) and takes its 5 % margin off: 21, which the DataModule
+    # rounds down to a multiple of num_mini_batches
+    assert suggestion == 21 and dm.batch_size == 20
+    model.train_shapes.clear()
+    make_trainer(max_epochs=1, default_root_dir=tmp_path, accumulate_grad_batches=2).fit(model, datamodule=dm)
+    assert {shape[0] for shape in model.train_shapes} == {10}  # the next fit: batches of 20 in steps of 10
     assert wait_for_no_children() == {}

@@ -493,14 +493,14 @@ class _ManySource:
 
 def test_workers_read_each_chunk_with_one_read_many_call_when_the_source_has_it():
     loader = TurboDataLoader(_ManySource(12), 6, EchoWorker(), nworkers=2, seed=0)
-    values = sum(values_of(collect(loader)), [])
+    values = concat(collect(loader), "value").ravel().tolist()
     loader.stop()
     assert values == [1000 + i for i in range(12)]  # every sample came through read_many
 
 
 def test_a_failing_read_many_falls_back_to_reading_each_sample_so_errors_name_it():
     loader = TurboDataLoader(_ManySource(12, fail_many=True), 6, EchoWorker(), nworkers=2, seed=0)
-    assert sum(values_of(collect(loader)), []) == list(range(12))  # read one by one
+    assert concat(collect(loader), "value").ravel().tolist() == list(range(12))  # read one by one
     loader.stop()
     loader = TurboDataLoader(_ManySource(12, fail_many=True, bad=7), 6, EchoWorker(), nworkers=2, seed=0)
     with pytest.raises(SampleError, match="sample 7: reading it from the source failed: OSError: cannot read sample 7"):
@@ -509,6 +509,6 @@ def test_a_failing_read_many_falls_back_to_reading_each_sample_so_errors_name_it
         _ManySource(12, fail_many=True, bad=7), 6, EchoWorker(), nworkers=2, seed=0, skip_bad_samples=True
     )
     with pytest.warns(RuntimeWarning, match="skipped 1 bad sample"):
-        values = sum(values_of(collect(loader)), [])
+        values = concat(collect(loader), "value").ravel().tolist()
     loader.stop()
     assert values == [i for i in range(12) if i != 7] and loader.skipped_samples == [7]
