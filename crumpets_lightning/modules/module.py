@@ -375,6 +375,8 @@ class CrumpetsModule(LightningModule):
         if not isinstance(batch, Mapping):
             raise TypeError(f"{type(self).__name__} expects dict batches but got {type(batch).__name__}")
         record = self._host_record(batch)
+        if stage == "train" and record.rows == 0:
+            return self._empty_step_loss()
         output = self(self.normalize_sample(batch))
         self._check_labels(output, record, stage)
         rows = record.rows
@@ -402,8 +404,23 @@ class CrumpetsModule(LightningModule):
                 self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=rows)
         return loss
 
+    def _empty_step_loss(self) -> Tensor:
+        """The loss of a training step without rows (all its samples were skipped as bad).
+
+        No forward (a network may fail on zero rows, batch norm would record nothing useful), nothing logged:
+        a zero loss on every trainable parameter, so that backward, gradient accumulation and DDP's
+        gradient all-reduce run as on every other step, with zero gradients.
+        """
+        trainable = [parameter.sum() * 0 for parameter in self.parameters() if parameter.requires_grad]
+        if not trainable:
+            raise RuntimeError(f"{type(self).__name__} has no trainable parameters")
+        return torch.stack(trainable).sum()
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         """Forward, loss and metrics of one training batch; returns the loss.
+
+        A batch without rows (every sample of the step was skipped as bad, ``skip_bad_samples=True``) runs no
+        forward and logs nothing; its loss is zero, with zero gradients.
 
         Raises:
             RuntimeError: If no loss was given.

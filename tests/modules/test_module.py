@@ -342,3 +342,45 @@ def test_reduce_on_plateau_is_stepped_per_epoch_on_the_monitor() -> None:
     config = trainer.lr_scheduler_configs[0]
     assert config.interval == "epoch" and config.monitor == "val/loss"
     assert config.scheduler.last_epoch == 3
+
+
+class _Batches:
+    """A training loader that yields the given batches."""
+
+    def __init__(self, *batches: dict[str, torch.Tensor]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+
+class _Gradients(lightning.Callback):
+    """The largest absolute gradient of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.largest: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        grads = [p.grad.abs().max() for p in pl_module.parameters() if p.grad is not None]
+        self.largest.append(float(torch.stack(grads).max()))
+
+
+def test_a_training_step_without_rows_is_a_zero_gradient_step() -> None:
+    # skip_bad_samples=True: a step whose samples were all bad reaches training_step with zero rows
+    full = next(iter(_loader(16, 16)))
+    empty = {key: value[:0] for key, value in full.items()}
+    model = CrumpetsModule(_net(), loss=CrossEntropyLoss(), metric=AccuracyMetric())
+    gradients = _Gradients()
+    trainer = _trainer(max_epochs=1, callbacks=[gradients])
+    trainer.fit(model, train_dataloaders=_Batches(empty, empty))
+    assert trainer.global_step == 2  # both steps ran (no crash on zero rows), as steps of zero gradients
+    assert gradients.largest == [0.0, 0.0]
+    assert "train/loss_epoch" not in trainer.callback_metrics  # nothing was logged for them
+    recorder = _Recorder()
+    trainer = _trainer(max_epochs=1, callbacks=[recorder])
+    trainer.fit(model, train_dataloaders=_Batches(full, empty, full))
+    assert len(recorder.losses) == 3 and recorder.losses[0] > 0 and recorder.losses[1] == 0.0
+    assert all(torch.isfinite(p).all() for p in model.parameters())
