@@ -23,6 +23,7 @@ The DataModule follows the rules Lightning imposes on custom loaders (SPEC secti
 from __future__ import annotations
 
 import os
+import pickle
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -432,8 +433,8 @@ class CrumpetsDataModule(pl.LightningDataModule):
             self.local_world_size,
             self.image_size,
             self.channels,
-            self.worker,
-            self.train_rng,
+            _fingerprint(self.worker),  # by content: a worker or RNG changed in place counts as changed
+            _fingerprint(self.train_rng),
             repr(self.val_params),
             self.seed,
             self.shuffle,
@@ -496,6 +497,14 @@ class CrumpetsDataModule(pl.LightningDataModule):
 
 _NWORKERS_ACCEPTS = "a positive int or None (share the usable CPUs among the local ranks)"
 _BATCH_ACCEPTS = "a positive int (samples per batch on each rank)"
+
+
+def _fingerprint(value: Any) -> object:
+    """``value``'s pickled bytes (equal while its content is), or its identity when it cannot be pickled."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return id(value)
 
 
 def _check_divisible(batch_size: int, num_mini_batches: int) -> None:

@@ -175,6 +175,11 @@ def test_a_changed_setting_builds_a_new_loader_and_stops_the_old_one() -> None:
         dm.nworkers = 2
         newest = dm.train_dataloader()
         assert newest is not new and newest.loader.nworkers == 2
+        dm.train_rng = MixtureRNG(scale_range=(0.9, 1.1))
+        rng_loader = dm.train_dataloader()
+        assert rng_loader is not newest and dm.train_dataloader() is rng_loader
+        dm.train_rng.scale_range = (0.5, 0.6)  # an RNG changed in place is a changed setting too
+        assert dm.train_dataloader() is not rng_loader
     finally:
         dm.teardown("fit")
     assert wait_for_no_children() == {}
