@@ -225,7 +225,10 @@ def test_the_core_and_the_cli_import_without_the_optional_packages():
 
 
 def test_scikit_learn_and_msgpack_numpy_are_extras_that_make_installs_after_the_torch_pin():
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     root = PACKAGE_DIR.parent
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
