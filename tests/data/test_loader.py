@@ -512,3 +512,23 @@ def test_a_failing_read_many_falls_back_to_reading_each_sample_so_errors_name_it
         values = concat(collect(loader), "value").ravel().tolist()
     loader.stop()
     assert values == [i for i in range(12) if i != 7] and loader.skipped_samples == [7]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_a_sharded_iterator_stream_starts_every_epoch_at_the_same_item_on_every_rank(drop_last: bool) -> None:
+    def epochs(rank: int) -> list[list[int]]:
+        stream = ({"value": i, "key": f"s{i}"} for i in itertools.count())  # one iterator over all epochs
+        loader = TurboDataLoader(
+            stream, 2, EchoWorker(), nworkers=1, length=10, rank=rank, world_size=3, drop_last=drop_last
+        )
+        out = [concat(collect(loader), "value").ravel().tolist() for _ in range(2)]
+        loader.stop()
+        return out
+
+    for rank in range(3):
+        first, second = epochs(rank)
+        assert second == [value + 10 for value in first], (rank, first, second)  # epoch 2: items 10..19
+        if drop_last:
+            assert first == [rank, rank + 3]  # 3 whole samples per rank, cut to one batch of 2
+        else:
+            assert first == [rank, rank + 3, rank + 6, rank + 9 if rank == 0 else rank - 1]  # padded

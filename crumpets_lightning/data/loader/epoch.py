@@ -181,6 +181,17 @@ class _StreamReader:
             payloads.append(item)
         return np.asarray(found, dtype=np.int64), payloads
 
+    def drain(self) -> None:
+        """Read (and drop) the epoch's positions no rank of this one needed, up to ``samples``.
+
+        Every epoch then takes exactly ``samples`` items of an iterator on every rank, so the next epoch starts
+        at the same item everywhere (other ranks' positions, cut samples of ``drop_last``).
+        """
+        if self.samples is None:
+            return
+        for _ in itertools.islice(self.stream, max(0, self.samples - self.position)):
+            self.position += 1
+
 
 class EpochOwner(Protocol):
     """What an :class:`EpochIterator` needs from the loader that made it (``TurboDataLoader``)."""
@@ -396,6 +407,8 @@ class EpochIterator:
                 index, payloads = self._stream.read(plan.positions(planned.start, planned.stop))
             except ValueError as error:
                 raise ValueError(f"{self._loader.name}: epoch {self.epoch}: {error}") from None
+            if seq + 1 == self._num_batches:
+                self._stream.drain()  # the next epoch starts at item `length` on every rank
             if not len(index):
                 self._num_batches = seq
                 return False

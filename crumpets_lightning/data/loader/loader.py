@@ -118,7 +118,8 @@ class TurboDataLoader:
             random-access sequence (``__len__`` + ``__getitem__``, e.g. :class:`~.datasets.MsgpackDataset`)
             is read by the workers themselves and allows ``shuffle``, sharding and exact resume. Any other
             iterable is streamed: the main process iterates it and sends the samples; a re-iterable is
-            iterated afresh each epoch, an iterator continues where the last epoch stopped.
+            iterated afresh each epoch, an iterator continues where the last epoch stopped (with ``length``:
+            after the epoch's ``length`` items, on every rank, also those it skipped or cut).
         batch_size: samples per batch.
         worker_template: a :class:`~.worker.Worker` instance, copied into every worker process.
         nworkers: worker processes; None means one per usable CPU.
