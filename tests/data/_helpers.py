@@ -87,14 +87,20 @@ class SetupFailingWorker(EchoWorker):
 
 
 class SelfKillWorker(EchoWorker):
-    """SIGKILLs itself on ``bad_value`` (like the OOM killer would)."""
+    """SIGKILLs itself on ``bad_value`` (like the OOM killer would), after ``settle_s`` seconds.
 
-    def __init__(self, bad_value: int) -> None:
+    ZeroMQ sends from an I/O thread: a reply sent just before the kill may die with the process. A test that
+    needs the earlier replies delivered lets them settle first.
+    """
+
+    def __init__(self, bad_value: int, settle_s: float = 0.0) -> None:
         super().__init__()
         self.bad_value = bad_value
+        self.settle_s = settle_s
 
     def prepare(self, sample: dict[str, Any], batch: dict[str, list], buffers: dict[str, np.ndarray]) -> None:
         if sample["value"] == self.bad_value:
+            time.sleep(self.settle_s)
             os.kill(os.getpid(), signal.SIGKILL)
         super().prepare(sample, batch, buffers)
 

@@ -345,14 +345,15 @@ class KeyedSamples(list):
 
 def test_worker_killed_mid_chunk_names_exactly_the_samples_it_held():
     # one worker, batches of 4: the worker holds batch 1's chunk (samples 4-7) when it kills itself at 5;
-    # batch 0 was answered, so its samples are not named
-    loader = TurboDataLoader(KeyedSamples(value_samples(8)), 4, SelfKillWorker(5), nworkers=1, shared_memory=2)
+    # batch 0 was answered (its reply had time to leave the worker), so its samples are not named
+    worker = SelfKillWorker(5, settle_s=0.3)
+    loader = TurboDataLoader(KeyedSamples(value_samples(8)), 4, worker, nworkers=1, shared_memory=2)
     with pytest.raises(WorkerDiedError, match="SIGKILL") as info:
         drain(loader)
     assert info.value.keys == [f"file-{i}.jpg" for i in range(4, 8)]
     assert "'file-5.jpg'" in str(info.value) and "'file-3.jpg'" not in str(info.value)
     # without sample_key the indices name them
-    loader = TurboDataLoader(value_samples(8), 4, SelfKillWorker(5), nworkers=1, shared_memory=2)
+    loader = TurboDataLoader(value_samples(8), 4, SelfKillWorker(5, settle_s=0.3), nworkers=1, shared_memory=2)
     with pytest.raises(WorkerDiedError) as info:
         drain(loader)
     assert info.value.keys == [4, 5, 6, 7]
