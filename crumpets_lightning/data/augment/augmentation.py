@@ -347,18 +347,16 @@ def _warp(
     if samples > 1:
         matrix = _pixel_grid(samples, samples) @ matrix
     effective, largest = _singular_values(matrix)
-    if method != INTERP_NEAREST and effective < _PRESHRINK_BELOW and channels == 3 and im.dtype == np.uint8:
-        im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA)  # the halving below is fastest on 4 channels too
-        channels = 4
+    if channels == 3 and im.dtype == np.uint8:
+        # 4 channels: the fastest layout for the halving and the warp below
+        padded = _scratch("rgba", (im.shape[0], im.shape[1], 4), im.dtype) if scratch else None
+        im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA, dst=padded)
     while method != INTERP_NEAREST and effective < _PRESHRINK_BELOW and min(im.shape[:2]) >= 2:
         # Halve with 2x2 area averaging (OpenCV's fast integer-factor path: ~40x faster than an arbitrary
         # area resize) until the warp is left a scale of at least 0.5, which bilinear sampling handles.
         im = cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
         matrix = matrix @ np.linalg.inv(_pixel_grid(0.5, 0.5))
         effective, largest = _singular_values(matrix)
-    if channels == 3 and im.dtype == np.uint8:
-        padded = _scratch("rgba", (im.shape[0], im.shape[1], 4), im.dtype) if scratch else None
-        im = cv2.cvtColor(im, cv2.COLOR_RGB2RGBA, dst=padded)
     if largest > 1.0 and method != INTERP_NEAREST:
         # Upscaling: output pixels near the image's edge sample up to half a source pixel outside it and
         # would blend in the background (a dark fringe). One replicated source pixel around the image avoids
