@@ -155,8 +155,8 @@ class CrumpetsDataModule(pl.LightningDataModule):
         self.local_world_size = 1
         self.datasets: dict[str, Sequence[Any]] = {}
         self.num_mini_batches = check_int("num_mini_batches", num_mini_batches, 1, accepts="a positive int")
-        _check_divisible(check_int("batch_size", batch_size, 1, accepts=_BATCH_ACCEPTS), self.num_mini_batches)
-        self.batch_size = batch_size  # the property setter checks the rest
+        self._batch_size = check_int("batch_size", batch_size, 1, accepts=_BATCH_ACCEPTS)
+        _check_divisible(self._batch_size, self.num_mini_batches)  # later values: rounded by the setter
         self.nworkers = None if nworkers is None else check_int("nworkers", nworkers, 1, accepts=_NWORKERS_ACCEPTS)
         self.image_size = _check_image_size(image_size)
         if isinstance(channels, bool) or channels not in (1, 3):
